@@ -1,0 +1,49 @@
+"""Arguments and helpers shared by subcommands (model selection, device, output)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """MODEL positional plus --weights/--random-weights/--mean/--std/--input-size/--device."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="efficientnet_lite0 | inceptionv1 | googlenet | torchvision:NAME | timm:NAME | "
+                             "path/file.py:function | path/model.pt")
+    group = parser.add_argument_group("model options")
+    group.add_argument("--weights", metavar="PATH", help="state-dict file to load into the model")
+    group.add_argument("--random-weights", action="store_true", help="keep seeded random weights")
+    group.add_argument("--mean", type=float, nargs="+", metavar="M", help="input mean (1 or 3 values)")
+    group.add_argument("--std", type=float, nargs="+", metavar="S", help="input std (1 or 3 values)")
+    group.add_argument("--input-size", type=int, metavar="PX", help="model input size in pixels")
+    group.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto (default: cpu)")
+
+
+def resolve_device(text: str):
+    """Parse --device; UserError for an unavailable device."""
+    import torch
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UserError(f"bad --device {text!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda given but no CUDA device is available")
+    return device
+
+
+def model_from_args(args: argparse.Namespace):
+    """Load the model named by the shared model arguments."""
+    from ..zoo import load_model
+
+    return load_model(args.model, weights=args.weights, random_weights=args.random_weights,
+                      mean=args.mean, std=args.std, input_size=args.input_size,
+                      device=resolve_device(args.device))
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")

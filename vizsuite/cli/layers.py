@@ -1,0 +1,34 @@
+"""`vizsuite layers MODEL`: every addressable layer with output shape and channels."""
+
+from __future__ import annotations
+
+import json
+
+from .common import add_model_args, model_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("layers", help="list a model's layers",
+                       description="List every addressable layer (dotted named_modules() path) with its "
+                                   "output shape and channel count; '*' marks the default layers.")
+    add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..capture import list_layers
+
+    model = model_from_args(args)
+    layers = list_layers(model)
+    if args.json:
+        print(json.dumps({"model": model.name, "input_size": model.input_size,
+                          "layers": [info.as_dict() for info in layers]}, indent=2))
+        return 0
+    width = max(len(i.name) for i in layers)
+    twidth = max(len(i.type) for i in layers)
+    for info in layers:
+        mark = "*" if info.default else " "
+        shape = "x".join(str(s) for s in info.shape)
+        print(f"{mark} {info.name:<{width}}  {info.type:<{twidth}}  {shape:<14} {info.channels:>5} ch")
+    return 0

@@ -1,0 +1,114 @@
+"""Photos in and PNGs out: loading any Pillow format, preprocessing per spec, atomic saves.
+
+Tensors here are float N x 3 x H x W in [0, 1], RGB (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+from .fileio import atomic_path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB with EXIF orientation applied; UserError if missing/corrupt/empty.
+
+    RGBA is composited over white (transparent pixels carry no colour), other modes
+    (grayscale, CMYK, palette) are converted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"image file is empty: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0][:160]}") from None
+    if img.width == 0 or img.height == 0:
+        raise UserError(f"image has no pixels: {path}")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def resize_center_crop(img: Image.Image, size: int, crop_pct: float = 0.875) -> Image.Image:
+    """Resize the short side to size/crop_pct, then centre-crop size x size (timm's eval recipe)."""
+    short = max(size, int(math.floor(size / crop_pct)))
+    w, h = img.size
+    scale = short / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    """PIL RGB -> float32 H x W x 3 in [0, 1]."""
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def load_batch(paths: Sequence[str | os.PathLike], size: int, crop_pct: float = 0.875):
+    """Load and preprocess photos into a float tensor N x 3 x size x size in [0, 1]."""
+    import torch
+
+    arrays = [to_array(resize_center_crop(load_image(p), size, crop_pct)) for p in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under a folder (recursive, sorted); UserError when none or not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"images folder not found: {folder}")
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return found
+
+
+def to_uint8(image) -> np.ndarray:
+    """Tensor C x H x W / array H x W x C (or H x W) in [0, 1] -> uint8 H x W x C array."""
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().float().numpy()
+        if image.ndim == 3:
+            image = image.transpose(1, 2, 0)
+    arr = np.asarray(image, dtype=np.float32)
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_png(image, path: str | os.PathLike) -> Path:
+    """Save an image (tensor C x H x W, or array) in [0, 1] as PNG, atomically."""
+    arr = to_uint8(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+    return Path(path)
+
+
+def contact_sheet(images: Iterable[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
+    """Tile equally sized uint8 H x W x 3 arrays into one grid (white gutters)."""
+    images = list(images)
+    if not images:
+        raise ValueError("no images to tile")
+    h, w = images[0].shape[:2]
+    rows = math.ceil(len(images) / columns)
+    sheet = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, columns)
+        sheet[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img[..., :3]
+    return sheet
