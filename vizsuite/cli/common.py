@@ -15,10 +15,18 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options")
     group.add_argument("--weights", metavar="PATH", help="state-dict file to load into the model")
     group.add_argument("--random-weights", action="store_true", help="keep seeded random weights")
-    group.add_argument("--mean", type=float, nargs="+", metavar="M", help="input mean (1 or 3 values)")
-    group.add_argument("--std", type=float, nargs="+", metavar="S", help="input std (1 or 3 values)")
+    group.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="input mean on [0,1] RGB (1 or 3 values)")
+    group.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input std (1 or 3 values)")
     group.add_argument("--input-size", type=int, metavar="PX", help="model input size in pixels")
     group.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto (default: cpu)")
+
+
+def _floats(text: str) -> list[float]:
+    """'0.5' or '0.485,0.456,0.406' -> list of floats (comma-separated keeps positionals unambiguous)."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def resolve_device(text: str):

@@ -1,4 +1,4 @@
-"""`vizsuite layers MODEL`: every addressable layer with output shape and channels."""
+"""`vizsuite layers MODEL [LAYER|UNIT ...]`: addressable layers with output shape and channels."""
 
 from __future__ import annotations
 
@@ -10,17 +10,31 @@ from .common import add_model_args, model_from_args
 def register(sub) -> None:
     p = sub.add_parser("layers", help="list a model's layers",
                        description="List every addressable layer (dotted named_modules() path) with its "
-                                   "output shape and channel count; '*' marks the default layers.")
+                                   "output shape and channel count; '*' marks the default layers. "
+                                   "Give LAYER or LAYER:UNIT[@Y,X] arguments to show (and validate) only those.")
     add_model_args(p)
+    p.add_argument("only", nargs="*", metavar="LAYER|UNIT", help="show only these layers / check these units")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..capture import list_layers
+    from ..capture import check_unit, list_layers, parse_unit
+    from ..errors import UserError, close_matches
 
     model = model_from_args(args)
     layers = list_layers(model)
+    if args.only:
+        by_name = {info.name: info for info in layers}
+        picked = []
+        for text in args.only:
+            if ":" in text:
+                picked.append(check_unit(parse_unit(text), layers))
+            elif text in by_name:
+                picked.append(by_name[text])
+            else:
+                raise UserError(f"unknown layer {text!r}{close_matches(text, by_name)}")
+        layers = list(dict.fromkeys(picked))
     if args.json:
         print(json.dumps({"model": model.name, "input_size": model.input_size,
                           "layers": [info.as_dict() for info in layers]}, indent=2))
