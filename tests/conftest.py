@@ -11,7 +11,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "galleries" / "photos"
-SHARED = Path(os.environ.get("VIZSUITE_SHARED", ROOT.parent / "shared"))
+
+def _find_shared() -> Path:
+    """The team's shared folder (real weights): $VIZSUITE_SHARED, ../shared, or /work/shared."""
+    candidates = [os.environ.get("VIZSUITE_SHARED"), ROOT.parent / "shared", "/work/shared"]
+    for c in candidates:
+        if c and (Path(c) / "weights").is_dir():
+            return Path(c)
+    return ROOT.parent / "shared"
+
+
+SHARED = _find_shared()
 MOBILENET_V2 = SHARED / "weights" / "mobilenet_v2_coral" / "mobilenet_v2_coral_quant_dequant_torchvision.pth"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
