@@ -1,0 +1,139 @@
+"""Page data: plain dataclasses the torch side fills and the site writer renders (torch-free).
+
+Image paths (`Img.src`) are relative to the site root, forward slashes; the writer turns them
+into page-relative URLs. Units are referred to by (layer, unit): the writer links a unit only
+when its page is part of the site, so no link can dangle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class Img:
+    """An image file inside the site."""
+
+    src: str
+    alt: str = ""
+    caption: str = ""
+    width: Optional[int] = None
+    height: Optional[int] = None
+
+
+@dataclass
+class LayerSummary:
+    """One row of the architecture table."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    channels: int
+    default: bool = False
+    receptive_field: Optional[int] = None
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    layers: list[LayerSummary] = field(default_factory=list)
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    input_size: Optional[int] = None
+    fingerprint: str = ""
+
+
+@dataclass
+class UnitCard:
+    """A unit in a layer page's grid."""
+
+    unit: int
+    thumb: Optional[Img] = None
+    caption: str = ""
+
+
+@dataclass
+class LayerPage:
+    name: str
+    units: list[UnitCard] = field(default_factory=list)
+    deepdream: Optional[Img] = None
+    note: str = ""
+
+
+@dataclass
+class Example:
+    """A dataset example: the crop around the unit's strongest position, its activation value."""
+
+    image: Img
+    value: float
+    source: str = ""
+
+
+@dataclass
+class ClassScore:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass
+class Connection:
+    """A unit linked to the page's unit by expanded weights (`weight`: norm, signed by the sum)."""
+
+    layer: str
+    unit: int
+    weight: float
+    thumb: Optional[Img] = None
+    heatmap: Optional[Img] = None
+
+
+@dataclass
+class NeuronPage:
+    layer: str
+    unit: int
+    main: Optional[Img] = None
+    diversity: list[Img] = field(default_factory=list)
+    negative: Optional[Img] = None
+    positive_examples: list[Example] = field(default_factory=list)
+    negative_examples: list[Example] = field(default_factory=list)
+    classes: list[ClassScore] = field(default_factory=list)
+    inputs: list[Connection] = field(default_factory=list)
+    outputs: list[Connection] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class CircuitNode:
+    layer: str
+    unit: int
+    thumb: Optional[Img] = None
+
+
+@dataclass
+class CircuitEdge:
+    """src feeds dst (src in an earlier layer) with expanded weight `weight`."""
+
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    weight: float
+
+
+@dataclass
+class CircuitPage:
+    """A unit (levels[0][0]) and its strongest inputs, one level per earlier layer."""
+
+    layer: str
+    unit: int
+    levels: list[list[CircuitNode]] = field(default_factory=list)
+    edges: list[CircuitEdge] = field(default_factory=list)
+
+
+@dataclass
+class SiteData:
+    model: ModelInfo
+    layers: list[LayerPage] = field(default_factory=list)
+    neurons: list[NeuronPage] = field(default_factory=list)
+    circuits: list[CircuitPage] = field(default_factory=list)
+    title: str = ""

@@ -1,0 +1,232 @@
+"""Write the static gallery site from page data (torch-free: imports no torch, numpy only for PNGs).
+
+    write_site(SiteData(model=..., layers=[...], neurons=[...], circuits=[...]), "out/site")
+
+Pages: index.html, layers/<layer>.html, neurons/<layer>/<unit>.html, circuits/<layer>/<unit>.html,
+static/site.css + site.js (no CDN: the site works from file:// offline), manifest.json.
+Every page is written atomically; jinja2 autoescapes every name and label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+from urllib.parse import quote
+
+import jinja2
+
+from ..fileio import write_manifest, write_text
+from .pages import CircuitPage, Img, LayerPage, NeuronPage, SiteData
+
+STATIC_FILES = ("site.css", "site.js")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a layer name; a short hash keeps distinct names distinct."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "layer"
+    if safe != name:
+        safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:6]
+    return safe
+
+
+def layer_path(layer: str) -> str:
+    return f"layers/{slug(layer)}.html"
+
+
+def neuron_path(layer: str, unit: int) -> str:
+    return f"neurons/{slug(layer)}/{int(unit)}.html"
+
+
+def circuit_path(layer: str, unit: int) -> str:
+    return f"circuits/{slug(layer)}/{int(unit)}.html"
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("vizsuite.gallery", "templates"),
+        autoescape=True,  # every name, label and caption is escaped, whatever the extension
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+    env.filters["num"] = _num
+    return env
+
+
+def _num(value: float, digits: int = 3) -> str:
+    """Compact number formatting for activation values and weights."""
+    value = float(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000 or abs(value) < 0.001:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+# ------------------------------------------------------------------------------ circuit SVG
+
+@dataclass
+class _Node:
+    layer: str
+    unit: int
+    x: float
+    y: float
+    thumb: Optional[str]
+    href: Optional[str]
+
+
+@dataclass
+class _Edge:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    weight: float
+    width: float
+    colour: str
+
+
+POSITIVE, NEGATIVE = "#c2410c", "#1d4ed8"  # same sign colours as the weight heatmaps
+
+
+def circuit_layout(page: CircuitPage, url: Callable[[str], str], unit_href: Callable[[str, int], Optional[str]],
+                   width: int = 800, node: int = 72, row: int = 170):
+    """Positions for the inline SVG: the unit on top, each earlier layer one row lower."""
+    nodes: dict[tuple[str, int], _Node] = {}
+    for depth, level in enumerate(page.levels):
+        step = width / max(1, len(level))
+        for i, n in enumerate(level):
+            nodes[(n.layer, n.unit)] = _Node(n.layer, n.unit, step * (i + 0.5), 30 + depth * row + node / 2,
+                                             url(n.thumb.src) if n.thumb else None, unit_href(n.layer, n.unit))
+    biggest = max((abs(e.weight) for e in page.edges), default=1.0) or 1.0
+    edges = []
+    for e in page.edges:
+        a, b = nodes.get(tuple(e.src)), nodes.get(tuple(e.dst))
+        if a is None or b is None:
+            continue
+        edges.append(_Edge(a.x, a.y - node / 2, b.x, b.y + node / 2 + 16, e.weight,
+                           round(0.75 + 5.0 * abs(e.weight) / biggest, 2), POSITIVE if e.weight >= 0 else NEGATIVE))
+    height = 30 + max(1, len(page.levels)) * row
+    return {"nodes": list(nodes.values()), "edges": edges, "width": width, "height": height, "size": node}
+
+
+# ------------------------------------------------------------------------------ writer
+
+class _Site:
+    def __init__(self, data: SiteData, root: Path):
+        self.data = data
+        self.root = root
+        self.layer_pages = {p.name: layer_path(p.name) for p in data.layers}
+        self.neuron_pages = {(n.layer, n.unit): neuron_path(n.layer, n.unit) for n in data.neurons}
+        self.circuit_pages = {(c.layer, c.unit): circuit_path(c.layer, c.unit) for c in data.circuits}
+        self.env = _env()
+        self.missing: list[str] = []
+
+    def context(self, page_path: str) -> dict:
+        here = posixpath.dirname(page_path)
+
+        def url(target: str) -> str:
+            target = target.lstrip("/")
+            if not (self.root / target).exists() and not target.endswith(".html"):
+                self.missing.append(f"{page_path}: {target}")
+            return quote(posixpath.relpath(target, here or "."), safe="/._-~")
+
+        def unit_href(layer: str, unit: int) -> Optional[str]:
+            p = self.neuron_pages.get((layer, int(unit)))
+            return url(p) if p else None
+
+        def layer_href(layer: str) -> Optional[str]:
+            p = self.layer_pages.get(layer)
+            return url(p) if p else None
+
+        def circuit_href(layer: str, unit: int) -> Optional[str]:
+            p = self.circuit_pages.get((layer, int(unit)))
+            return url(p) if p else None
+
+        return {"url": url, "unit_href": unit_href, "layer_href": layer_href, "circuit_href": circuit_href,
+                "model": self.data.model, "title": self.data.title or f"{self.data.model.name} gallery",
+                "home": url("index.html"), "static": lambda name: url(f"static/{name}"),
+                "layout": lambda page: circuit_layout(page, url, unit_href)}
+
+    def render(self, template: str, page_path: str, **values) -> Path:
+        html = self.env.get_template(template).render(**self.context(page_path), page_path=page_path, **values)
+        return write_text(self.root / page_path, html)
+
+
+def write_site(data: SiteData, site_dir: str | Path, *, command: Optional[list[str]] = None,
+               check_images: bool = True) -> list[dict]:
+    """Write every page of `data` under `site_dir`; returns the manifest items.
+
+    Images must already be in the site (Img.src relative to site_dir); with `check_images`
+    a missing one raises FileNotFoundError, listing them all (pages still written).
+    """
+    root = Path(site_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    site = _Site(data, root)
+    for name in STATIC_FILES:  # first: pages check that what they reference exists
+        text = resources.files("vizsuite.gallery").joinpath("static", name).read_text("utf-8")
+        write_text(root / "static" / name, text)
+    model = data.model.name
+    items: list[dict] = [{"file": f"static/{n}", "kind": "static"} for n in STATIC_FILES]
+
+    site.render("index.html.j2", "index.html", layers=data.layers)
+    items.append({"file": "index.html", "kind": "index", "model": model})
+
+    layer_names = [p.name for p in data.layers]
+    for i, page in enumerate(data.layers):
+        path = site.layer_pages[page.name]
+        site.render("layer.html.j2", path, page=page,
+                    prev=layer_names[i - 1] if i > 0 else None,
+                    next=layer_names[i + 1] if i + 1 < len(layer_names) else None)
+        items.append({"file": path, "kind": "layer", "model": model, "layer": page.name,
+                      "units": [c.unit for c in page.units]})
+
+    neurons = _ordered_neurons(data)
+    for i, page in enumerate(neurons):
+        path = site.neuron_pages[(page.layer, page.unit)]
+        prev = neurons[i - 1] if i > 0 else None
+        nxt = neurons[i + 1] if i + 1 < len(neurons) else None
+        site.render("neuron.html.j2", path, page=page,
+                    prev=(prev.layer, prev.unit) if prev else None, next=(nxt.layer, nxt.unit) if nxt else None)
+        items.append({"file": path, "kind": "neuron", "model": model, "layer": page.layer, "unit": page.unit})
+
+    for page in data.circuits:
+        path = site.circuit_pages[(page.layer, page.unit)]
+        site.render("circuit.html.j2", path, page=page)
+        items.append({"file": path, "kind": "circuit", "model": model, "layer": page.layer, "unit": page.unit,
+                      "layers": [lvl[0].layer for lvl in page.levels if lvl]})
+
+    write_manifest(root, items, command=command, model=model, fingerprint=data.model.fingerprint)
+    if check_images and site.missing:
+        raise FileNotFoundError(f"{len(site.missing)} image(s) referenced but not in the site: "
+                                + "; ".join(sorted(set(site.missing))[:10]))
+    return items
+
+
+def _ordered_neurons(data: SiteData) -> list[NeuronPage]:
+    """Neuron pages in layer order (layer pages' order), then unit order: prev/next follow it."""
+    rank = {p.name: i for i, p in enumerate(data.layers)}
+    rank.update({l.name: len(rank) + i for i, l in enumerate(data.model.layers) if l.name not in rank})
+    return sorted(data.neurons, key=lambda n: (rank.get(n.layer, len(rank)), n.layer, n.unit))
+
+
+def images_in(pages: Iterable[object]) -> list[Img]:
+    """Every Img referenced by some page data (for copying assets into a site)."""
+    found: list[Img] = []
+
+    def walk(obj):
+        if isinstance(obj, Img):
+            found.append(obj)
+        elif isinstance(obj, (list, tuple)):
+            for o in obj:
+                walk(o)
+        elif hasattr(obj, "__dataclass_fields__"):
+            for name in obj.__dataclass_fields__:
+                walk(getattr(obj, name))
+
+    walk(list(pages))
+    return found

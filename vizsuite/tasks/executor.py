@@ -1,0 +1,256 @@
+"""Executors: run tasks in-process or in a local process pool, reusing finished results.
+
+    report = run_tasks(tasks, SITE / ".cache/tasks", jobs=4, loader=ModelRef("efficientnet_lite0"))
+    report.result(task).path("unit.png"); print(report.summary())
+
+Each pool worker loads the model once (lazily, on the first task that asks for `ctx.model`).
+Workers are spawned, not forked: a forked child of a process that already ran torch's
+thread pools can hang.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from ..errors import UserError
+from .core import Task, install_registry, registry_snapshot, task_function
+from .store import TaskResult, TaskStore
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A picklable recipe for loading a zoo model (what pool workers receive instead of a model)."""
+
+    name: str
+    weights: Optional[str] = None
+    random_weights: bool = False
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    input_size: Optional[int] = None
+    device: str = "cpu"
+
+    def __call__(self):
+        from ..zoo import load_model
+
+        return load_model(self.name, weights=self.weights, random_weights=self.random_weights,
+                          mean=self.mean, std=self.std, input_size=self.input_size, device=self.device)
+
+
+# one model per process and loader: workers load once, the in-process executor reuses the caller's
+_MODELS: dict[Any, Any] = {}
+
+
+class TaskContext:
+    """What a task function gets besides its Task: a private output folder and the model."""
+
+    def __init__(self, task: Task, out_dir: Path, loader: Optional[Callable[[], Any]]):
+        self.task = task
+        self.out_dir = out_dir
+        self._loader = loader
+
+    @property
+    def model(self):
+        """The model, loaded once per process (None-loader -> error)."""
+        if self._loader is None:
+            raise RuntimeError(f"task {self.task.kind} needs a model but the executor has no loader")
+        if self._loader not in _MODELS:
+            _MODELS[self._loader] = self._loader()
+        return _MODELS[self._loader]
+
+    @property
+    def device(self):
+        return self.model.mean.device if hasattr(self.model, "mean") else "cpu"
+
+    def generator(self, seed: int):
+        """A torch.Generator on the model's device, seeded (DESIGN.md: seeds passed explicitly)."""
+        import torch
+
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(seed))
+        return gen
+
+    def path(self, name: str) -> Path:
+        """Where to write an output file (subfolders are created)."""
+        p = self.out_dir / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def execute(task: Task, store: TaskStore, loader: Optional[Callable[[], Any]] = None) -> TaskResult:
+    """Compute one task now (no reuse check) and publish its result."""
+    staging = store.staging(task)
+    try:
+        start = time.perf_counter()
+        meta = task_function(task.kind)(task, TaskContext(task, staging, loader))
+        return store.publish(task, staging, meta, time.perf_counter() - start)
+    finally:
+        if staging.exists():  # failed or interrupted: leave nothing behind
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+class TaskError(RuntimeError):
+    """Some tasks failed; the others' results are saved."""
+
+
+@dataclass
+class BuildReport:
+    """Outcome of a run: every finished result by key, and counts."""
+
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    computed: int = 0
+    reused: int = 0
+    failed: list[tuple[Task, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def result(self, task: Task) -> TaskResult:
+        return self.results[task.key]
+
+    def summary(self) -> str:
+        total = self.computed + self.reused + len(self.failed)
+        text = f"{total} tasks: {self.computed} computed, {self.reused} reused"
+        return text + (f", {len(self.failed)} failed" if self.failed else "") + f" ({self.seconds:.1f}s)"
+
+
+# ------------------------------------------------------------------------------ pool worker
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(snapshot: dict, store_root: str, loader, sys_path: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for p in reversed(sys_path):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # N workers x 1 thread, not N x all cores
+    except ImportError:
+        pass
+    install_registry(snapshot)
+    _WORKER.update(store=TaskStore(store_root), loader=loader)
+
+
+def _worker_run(task: Task) -> tuple[dict, float]:
+    res = execute(task, _WORKER["store"], _WORKER["loader"])
+    return res.meta, res.seconds
+
+
+# ------------------------------------------------------------------------------ run_tasks
+
+def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *, jobs: int = 1,
+              loader: Optional[Callable[[], Any]] = None, model: Any = None, progress: bool = True,
+              desc: str = "tasks", raise_on_failure: bool = True) -> BuildReport:
+    """Run every task whose result is not already in the cache; return a BuildReport.
+
+    jobs=1 runs in this process (pass `model` to reuse an already loaded one, else `loader`);
+    jobs>1 uses a spawned process pool where each worker calls `loader` once. Failures do not
+    stop other tasks; afterwards the first one is raised (UserError as is, else TaskError).
+    """
+    from tqdm import tqdm
+
+    store = cache_dir if isinstance(cache_dir, TaskStore) else TaskStore(cache_dir)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.clean_stale()
+    start = time.perf_counter()
+    unique: dict[str, Task] = {}
+    for t in tasks:
+        unique.setdefault(t.key, t)
+    report = BuildReport()
+    todo: list[Task] = []
+    for key, t in unique.items():
+        done = store.load(key)
+        if done is not None:
+            report.results[key] = done
+            report.reused += 1
+        else:
+            todo.append(t)
+    for t in todo:
+        task_function(t.kind)  # unknown kinds fail before any work starts
+    if model is not None:
+        loader = loader or _Given(id(model))
+        _MODELS[loader] = model
+    bar = tqdm(total=len(unique), initial=report.reused, desc=desc, unit="task", file=sys.stderr,
+               disable=not progress or not unique, dynamic_ncols=True)
+    errors: list[BaseException] = []
+
+    def finished(t: Task, meta: dict, seconds: float) -> None:
+        report.results[t.key] = TaskResult(t.key, t.kind, store.dir(t), meta, True, seconds)
+        report.computed += 1
+        bar.update(1)
+        bar.set_postfix(computed=report.computed, reused=report.reused, refresh=False)
+
+    def failed(t: Task, exc: BaseException) -> None:
+        report.failed.append((t, f"{type(exc).__name__}: {exc}"))
+        errors.append(exc)
+        bar.update(1)
+
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            for t in todo:
+                try:
+                    res = execute(t, store, loader)
+                except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
+                    failed(t, exc)
+                else:
+                    finished(t, res.meta, res.seconds)
+        else:
+            _run_pool(todo, store, loader, min(jobs, len(todo)), finished, failed)
+    finally:
+        bar.close()
+        if model is not None:
+            _MODELS.pop(loader, None)
+    report.seconds = time.perf_counter() - start
+    if errors and raise_on_failure:
+        first_task, first_msg = report.failed[0]
+        if isinstance(errors[0], UserError):
+            raise errors[0]
+        raise TaskError(f"{len(errors)} of {len(unique)} tasks failed ({report.computed} computed, "
+                        f"{report.reused} reused, results kept); first: {first_task.describe()}: "
+                        f"{first_msg}") from errors[0]
+    return report
+
+
+@dataclass(frozen=True)
+class _Given:
+    """Loader key for a model passed in directly (in-process only)."""
+
+    ident: int
+
+    def __call__(self):
+        raise RuntimeError("model was given in-process; it cannot be loaded in a worker")
+
+
+def _run_pool(todo: Sequence[Task], store: TaskStore, loader, jobs: int, finished, failed) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                  initargs=(registry_snapshot(), str(store.root), loader, list(sys.path)))
+    futures = {pool.submit(_worker_run, t): t for t in todo}
+    try:
+        for fut in cf.as_completed(futures):
+            t = futures[fut]
+            try:
+                meta, seconds = fut.result()
+            except cf.process.BrokenProcessPool as exc:
+                failed(t, RuntimeError(f"a worker process died ({exc})"))
+            except Exception as exc:  # noqa: BLE001
+                failed(t, exc)
+            else:
+                finished(t, meta, seconds)
+    except BaseException:
+        # Ctrl-C: stop now; finished results are already published, staging folders of the
+        # killed workers are removed by the next run.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
