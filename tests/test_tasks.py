@@ -205,3 +205,33 @@ def test_resume_after_sigkill(tmp_path):
     clean = tmp_path / "clean"
     run_tasks(square_tasks(count), clean, progress=False)
     assert cache_state(cache) == cache_state(clean)
+
+
+# ----------------------------------------------------------------- batched kinds
+
+@register_task("test_batched_sum", batch=3, batch_by=("group",))
+def batched_task(tasks, ctxs):
+    """One call for up to 3 tasks of the same group (like K units in one forward pass)."""
+    ns = [t["n"] for t in tasks]
+    for t, ctx in zip(tasks, ctxs):
+        ctx.path("n.txt").write_text(str(t["n"]))
+    return [{"n": t["n"], "batch": ns} for t in tasks]
+
+
+def test_batched_kind_groups_by_params_and_reuses_per_task(tmp_path):
+    tasks = [make_task("test_batched_sum", group=g, n=n) for g in ("a", "b") for n in range(4)]
+    report = run_tasks(tasks, tmp_path, progress=False)
+    assert report.computed == 8
+    batches = {tuple(report.result(t).meta["batch"]) for t in tasks}
+    # group a: [0,1,2] + [3]; group b likewise: never mixed across groups, at most 3 at once
+    assert batches == {(0, 1, 2), (3,)}
+    for t in tasks:
+        assert report.result(t).path("n.txt").read_text() == str(t["n"])
+        assert t["n"] in report.result(t).meta["batch"]
+    # adding one task reuses all finished ones (per-task keys, not per-batch)
+    more = tasks + [make_task("test_batched_sum", group="a", n=9)]
+    again = run_tasks(more, tmp_path, progress=False)
+    assert (again.computed, again.reused) == (1, 8)
+    pooled = run_tasks([make_task("test_batched_sum", group="c", n=n) for n in range(5)], tmp_path / "pool",
+                       jobs=2, progress=False)
+    assert pooled.computed == 5

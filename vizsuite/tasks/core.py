@@ -84,21 +84,54 @@ def make_task(kind: str, **params: Any) -> Task:
 #: kind -> "module:qualname" (strings, so pool workers can import the function themselves)
 _REGISTRY: dict[str, str] = {}
 _FUNCS: dict[str, Callable] = {}
+#: kind -> (max batch size, params that must be equal within a batch); absent = unbatched
+_BATCH: dict[str, tuple[int, tuple[str, ...]]] = {}
 
 
-def register_task(kind: str, func: Callable | None = None):
+def register_task(kind: str, func: Callable | None = None, *, batch: int = 0,
+                  batch_by: tuple[str, ...] = ()):
     """Register `func(task, ctx) -> dict | None` for `kind`; usable as a decorator.
 
     The function must be importable at module level (pool workers import it by name). It writes
     its files into `ctx.out_dir` and returns JSON metadata, stored with the result.
+
+    With `batch=N` the function is batched instead: `func(tasks, ctxs) -> [meta, ...]` receives
+    up to N tasks whose `batch_by` params are equal (e.g. same layer and recipe), so K units
+    render in one forward pass. Each task still has its own key, folder and done marker, so
+    reuse and resume stay per task; only the compute is shared.
     """
     def deco(fn: Callable) -> Callable:
         if "<locals>" in fn.__qualname__ or fn.__name__ == "<lambda>":
             raise ValueError(f"task function for {kind!r} must be a module-level function")
         _REGISTRY[kind] = f"{fn.__module__}:{fn.__qualname__}"
         _FUNCS[kind] = fn
+        if batch > 0:
+            _BATCH[kind] = (int(batch), tuple(batch_by))
+        else:
+            _BATCH.pop(kind, None)
         return fn
     return deco(func) if func is not None else deco
+
+
+def batch_spec(kind: str) -> tuple[int, tuple[str, ...]] | None:
+    """(max batch size, grouping params) for a batched kind, None for a per-task kind."""
+    return _BATCH.get(kind)
+
+
+def group_tasks(tasks: list["Task"]) -> list[list["Task"]]:
+    """Split tasks into work units: single tasks, or batches of a batched kind (order kept)."""
+    groups: dict[Any, list[list[Task]]] = {}
+    order: list[Any] = []
+    for t in tasks:
+        spec = _BATCH.get(t.kind)
+        gid = (t.kind, canonical_json([t.get(k) for k in spec[1]])) if spec else ("", t.key)
+        if gid not in groups:
+            groups[gid] = [[]]
+            order.append(gid)
+        if spec and len(groups[gid][-1]) >= spec[0]:
+            groups[gid].append([])
+        groups[gid][-1].append(t)
+    return [chunk for gid in order for chunk in groups[gid]]
 
 
 def task_function(kind: str) -> Callable:
@@ -115,14 +148,16 @@ def task_function(kind: str) -> Callable:
     return obj
 
 
-def registry_snapshot() -> dict[str, str]:
-    """kind -> 'module:qualname', to hand to worker processes."""
-    return dict(_REGISTRY)
+def registry_snapshot() -> dict[str, Any]:
+    """kind -> ('module:qualname', batch spec), to hand to worker processes."""
+    return {kind: (ref, _BATCH.get(kind)) for kind, ref in _REGISTRY.items()}
 
 
-def install_registry(snapshot: Mapping[str, str]) -> None:
+def install_registry(snapshot: Mapping[str, Any]) -> None:
     """Make a snapshot's kinds known in this process (worker start-up)."""
-    for kind, ref in snapshot.items():
+    for kind, (ref, batch) in snapshot.items():
         if _REGISTRY.get(kind) != ref:
             _REGISTRY[kind] = ref
             _FUNCS.pop(kind, None)
+        if batch:
+            _BATCH[kind] = (int(batch[0]), tuple(batch[1]))

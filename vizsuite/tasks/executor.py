@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..errors import UserError
-from .core import Task, install_registry, registry_snapshot, task_function
+from .core import Task, batch_spec, group_tasks, install_registry, registry_snapshot, task_function
 from .store import TaskResult, TaskStore
 
 
@@ -87,14 +87,31 @@ class TaskContext:
 
 def execute(task: Task, store: TaskStore, loader: Optional[Callable[[], Any]] = None) -> TaskResult:
     """Compute one task now (no reuse check) and publish its result."""
-    staging = store.staging(task)
+    return execute_group([task], store, loader)[0]
+
+
+def execute_group(tasks: Sequence[Task], store: TaskStore,
+                  loader: Optional[Callable[[], Any]] = None) -> list[TaskResult]:
+    """Compute a work unit (one task, or a batch of a batched kind) and publish each result."""
+    stagings = [store.staging(t) for t in tasks]
     try:
         start = time.perf_counter()
-        meta = task_function(task.kind)(task, TaskContext(task, staging, loader))
-        return store.publish(task, staging, meta, time.perf_counter() - start)
+        fn = task_function(tasks[0].kind)
+        ctxs = [TaskContext(t, s, loader) for t, s in zip(tasks, stagings)]
+        if batch_spec(tasks[0].kind):
+            metas = list(fn(list(tasks), ctxs))
+            if len(metas) != len(tasks):
+                raise RuntimeError(f"batched task {tasks[0].kind} returned {len(metas)} results for {len(tasks)} tasks")
+        else:
+            if len(tasks) != 1:
+                raise RuntimeError(f"task kind {tasks[0].kind} is not batched")
+            metas = [fn(tasks[0], ctxs[0])]
+        seconds = (time.perf_counter() - start) / len(tasks)
+        return [store.publish(t, s, m, seconds) for t, s, m in zip(tasks, stagings, metas)]
     finally:
-        if staging.exists():  # failed or interrupted: leave nothing behind
-            shutil.rmtree(staging, ignore_errors=True)
+        for staging in stagings:  # failed or interrupted: leave nothing behind
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 class TaskError(RuntimeError):
@@ -140,9 +157,8 @@ def _worker_init(snapshot: dict, store_root: str, loader, sys_path: list[str]) -
     _WORKER.update(store=TaskStore(store_root), loader=loader)
 
 
-def _worker_run(task: Task) -> tuple[dict, float]:
-    res = execute(task, _WORKER["store"], _WORKER["loader"])
-    return res.meta, res.seconds
+def _worker_run(group: list[Task]) -> list[tuple[dict, float]]:
+    return [(r.meta, r.seconds) for r in execute_group(group, _WORKER["store"], _WORKER["loader"])]
 
 
 # ------------------------------------------------------------------------------ run_tasks
@@ -194,17 +210,20 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
         errors.append(exc)
         bar.update(1)
 
+    groups = group_tasks(todo)
     try:
-        if jobs <= 1 or len(todo) <= 1:
-            for t in todo:
+        if jobs <= 1 or len(groups) <= 1:
+            for group in groups:
                 try:
-                    res = execute(t, store, loader)
+                    results = execute_group(group, store, loader)
                 except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
-                    failed(t, exc)
+                    for t in group:
+                        failed(t, exc)
                 else:
-                    finished(t, res.meta, res.seconds)
+                    for t, res in zip(group, results):
+                        finished(t, res.meta, res.seconds)
         else:
-            _run_pool(todo, store, loader, min(jobs, len(todo)), finished, failed)
+            _run_pool(groups, store, loader, min(jobs, len(groups)), finished, failed)
     finally:
         bar.close()
         if model is not None:
@@ -230,22 +249,25 @@ class _Given:
         raise RuntimeError("model was given in-process; it cannot be loaded in a worker")
 
 
-def _run_pool(todo: Sequence[Task], store: TaskStore, loader, jobs: int, finished, failed) -> None:
+def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int, finished, failed) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                   initargs=(registry_snapshot(), str(store.root), loader, list(sys.path)))
-    futures = {pool.submit(_worker_run, t): t for t in todo}
+    futures = {pool.submit(_worker_run, g): g for g in groups}
     try:
         for fut in cf.as_completed(futures):
-            t = futures[fut]
+            group = futures[fut]
             try:
-                meta, seconds = fut.result()
+                outcomes = fut.result()
             except cf.process.BrokenProcessPool as exc:
-                failed(t, RuntimeError(f"a worker process died ({exc})"))
+                for t in group:
+                    failed(t, RuntimeError(f"a worker process died ({exc})"))
             except Exception as exc:  # noqa: BLE001
-                failed(t, exc)
+                for t in group:
+                    failed(t, exc)
             else:
-                finished(t, meta, seconds)
+                for t, (meta, seconds) in zip(group, outcomes):
+                    finished(t, meta, seconds)
     except BaseException:
         # Ctrl-C: stop now; finished results are already published, staging folders of the
         # killed workers are removed by the next run.
