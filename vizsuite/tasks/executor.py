@@ -87,12 +87,17 @@ class TaskContext:
 
 def execute(task: Task, store: TaskStore, loader: Optional[Callable[[], Any]] = None) -> TaskResult:
     """Compute one task now (no reuse check) and publish its result."""
-    return execute_group([task], store, loader)[0]
+    result = execute_group([task], store, loader)[0]
+    return result if result is not None else store.load(task)
 
 
 def execute_group(tasks: Sequence[Task], store: TaskStore,
-                  loader: Optional[Callable[[], Any]] = None) -> list[TaskResult]:
-    """Compute a work unit (one task, or a batch of a batched kind) and publish each result."""
+                  loader: Optional[Callable[[], Any]] = None) -> list[Optional[TaskResult]]:
+    """Compute a work unit (one task, or a batch of a batched kind); publish each missing result.
+
+    Members already done (a crash between two publishes of one batch) are not republished: their
+    entry is None.
+    """
     stagings = [store.staging(t) for t in tasks]
     try:
         start = time.perf_counter()
@@ -107,7 +112,8 @@ def execute_group(tasks: Sequence[Task], store: TaskStore,
                 raise RuntimeError(f"task kind {tasks[0].kind} is not batched")
             metas = [fn(tasks[0], ctxs[0])]
         seconds = (time.perf_counter() - start) / len(tasks)
-        return [store.publish(t, s, m, seconds) for t, s, m in zip(tasks, stagings, metas)]
+        return [None if store.is_done(t) else store.publish(t, s, m, seconds)
+                for t, s, m in zip(tasks, stagings, metas)]
     finally:
         for staging in stagings:  # failed or interrupted: leave nothing behind
             if staging.exists():
@@ -157,8 +163,9 @@ def _worker_init(snapshot: dict, store_root: str, loader, sys_path: list[str]) -
     _WORKER.update(store=TaskStore(store_root), loader=loader)
 
 
-def _worker_run(group: list[Task]) -> list[tuple[dict, float]]:
-    return [(r.meta, r.seconds) for r in execute_group(group, _WORKER["store"], _WORKER["loader"])]
+def _worker_run(group: list[Task]) -> list[Optional[tuple[dict, float]]]:
+    return [None if r is None else (r.meta, r.seconds)
+            for r in execute_group(group, _WORKER["store"], _WORKER["loader"])]
 
 
 # ------------------------------------------------------------------------------ run_tasks
@@ -190,6 +197,11 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
             report.reused += 1
         else:
             todo.append(t)
+    # Batches are formed over ALL tasks, done or not, so a resumed build computes exactly the
+    # batches a clean build would (a batch's pixels may depend on its members); a batch runs
+    # if any member is missing, and only the missing members are published.
+    missing = {t.key for t in todo}
+    groups = [g for g in group_tasks(list(unique.values())) if any(t.key in missing for t in g)]
     for t in todo:
         task_function(t.kind)  # unknown kinds fail before any work starts
     if model is not None:
@@ -210,7 +222,6 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
         errors.append(exc)
         bar.update(1)
 
-    groups = group_tasks(todo)
     try:
         if jobs <= 1 or len(groups) <= 1:
             for group in groups:
@@ -218,12 +229,15 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
                     results = execute_group(group, store, loader)
                 except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
                     for t in group:
-                        failed(t, exc)
+                        if t.key in missing:
+                            failed(t, exc)
                 else:
                     for t, res in zip(group, results):
-                        finished(t, res.meta, res.seconds)
+                        if res is not None:
+                            finished(t, res.meta, res.seconds)
         else:
-            _run_pool(groups, store, loader, min(jobs, len(groups)), finished, failed)
+            _run_pool(groups, store, loader, min(jobs, len(groups)), finished,
+                      lambda t, exc: failed(t, exc) if t.key in missing else None)
     finally:
         bar.close()
         if model is not None:
@@ -266,8 +280,9 @@ def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int,
                 for t in group:
                     failed(t, exc)
             else:
-                for t, (meta, seconds) in zip(group, outcomes):
-                    finished(t, meta, seconds)
+                for t, outcome in zip(group, outcomes):
+                    if outcome is not None:
+                        finished(t, *outcome)
     except BaseException:
         # Ctrl-C: stop now; finished results are already published, staging folders of the
         # killed workers are removed by the next run.
