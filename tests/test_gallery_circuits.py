@@ -78,3 +78,15 @@ def test_weight_heatmap():
     assert img.shape == (40, 40, 3) and img.dtype == np.uint8
     assert tuple(img[0, 0]) == (194, 65, 12) and tuple(img[0, 39]) == (255, 255, 255)
     assert tuple(img[39, 0]) == (29, 78, 216)
+
+
+def test_batched_expanded_weights_equal_ground_truth_per_unit():
+    model = linear_net()
+    net = model.net
+    truth = composed(net[2].weight.numpy(), net[4].weight.numpy())
+    into = C.expanded_weights_into_many(model, "0", "4", [2, 0, 1])
+    for j, ew in zip([2, 0, 1], into):
+        np.testing.assert_allclose(ew.kernels.numpy(), truth[j], rtol=1e-4, atol=1e-5)
+    out = C.expanded_weights_out_of_many(model, "0", [3, 1], "4")
+    for i, ew in zip([3, 1], out):
+        np.testing.assert_allclose(ew.kernels.numpy(), truth[:, i, ::-1, ::-1], rtol=1e-4, atol=1e-5)

@@ -109,40 +109,60 @@ class ExpandedWeights:
 
 def expanded_weights_into(model, l1: str, l2: str, unit: int, *, size: Optional[int] = None) -> ExpandedWeights:
     """Expanded weights from every channel of l1 into channel `unit` of l2 (one backward)."""
+    return expanded_weights_into_many(model, l1, l2, [unit], size=size)[0]
+
+
+def expanded_weights_into_many(model, l1: str, l2: str, units: Sequence[int], *,
+                               size: Optional[int] = None) -> list[ExpandedWeights]:
+    """expanded_weights_into for several units of l2 at once: batch item k carries unit k's
+    target, and batch items are independent, so one backward gives every unit's kernels."""
     size = size or model.input_size
     shape = _probe(model, l1, size)
-    z = torch.zeros(shape, device=model.mean.device, requires_grad=True)
+    units = [int(u) for u in units]
+    z = torch.zeros((len(units),) + tuple(shape[1:]), device=model.mean.device, requires_grad=True)
     with torch.enable_grad():
         out = _l2_from_l1(model, l1, l2, z, size)
-        if not 0 <= unit < out.shape[1]:
-            raise UserError(f"unit {unit} out of range for layer {l2} ({out.shape[1]} channels)")
-        target = out[0, unit, out.shape[2] // 2, out.shape[3] // 2] if out.dim() == 4 else out[0, unit]
+        for u in units:
+            if not 0 <= u < out.shape[1]:
+                raise UserError(f"unit {u} out of range for layer {l2} ({out.shape[1]} channels)")
+        rows = torch.arange(len(units), device=out.device)
+        idx = torch.tensor(units, device=out.device)
+        target = out[rows, idx, out.shape[2] // 2, out.shape[3] // 2] if out.dim() == 4 else out[rows, idx]
         if not target.requires_grad:
             raise UserError(f"layer {l2} does not depend on layer {l1}")
-        (grad,) = torch.autograd.grad(target, z)
-    grad = grad[0].detach().cpu()
-    if grad.dim() == 1:
-        return ExpandedWeights(grad.view(-1, 1, 1))
-    return ExpandedWeights(_centred_crop(grad, grad.shape[1] // 2, grad.shape[2] // 2))
+        (grad,) = torch.autograd.grad(target.sum(), z)
+    grad = grad.detach().cpu()
+    if grad.dim() == 2:
+        return [ExpandedWeights(g.view(-1, 1, 1)) for g in grad]
+    return [ExpandedWeights(_centred_crop(g, g.shape[1] // 2, g.shape[2] // 2)) for g in grad]
+
+
+def expanded_weights_out_of(model, l1: str, unit: int, l2: str, *, size: Optional[int] = None) -> ExpandedWeights:
+    """Expanded weights from channel `unit` of l1 to every channel of l2 (one forward, batch 2)."""
+    return expanded_weights_out_of_many(model, l1, [unit], l2, size=size)[0]
 
 
 @torch.no_grad()
-def expanded_weights_out_of(model, l1: str, unit: int, l2: str, *, size: Optional[int] = None) -> ExpandedWeights:
-    """Expanded weights from channel `unit` of l1 to every channel of l2 (one forward, batch 2)."""
+def expanded_weights_out_of_many(model, l1: str, units: Sequence[int], l2: str, *,
+                                 size: Optional[int] = None) -> list[ExpandedWeights]:
+    """expanded_weights_out_of for several units of l1: one forward with a baseline plus one
+    impulse per unit."""
     size = size or model.input_size
     shape = _probe(model, l1, size)
-    if not 0 <= unit < shape[1]:
-        raise UserError(f"unit {unit} out of range for layer {l1} ({shape[1]} channels)")
-    z = torch.zeros((2,) + tuple(shape[1:]), device=model.mean.device)
-    if len(shape) == 4:
-        z[1, unit, shape[2] // 2, shape[3] // 2] = 1.0
-    else:
-        z[1, unit] = 1.0
+    units = [int(u) for u in units]
+    z = torch.zeros((len(units) + 1,) + tuple(shape[1:]), device=model.mean.device)
+    for k, u in enumerate(units, start=1):
+        if not 0 <= u < shape[1]:
+            raise UserError(f"unit {u} out of range for layer {l1} ({shape[1]} channels)")
+        if len(shape) == 4:
+            z[k, u, shape[2] // 2, shape[3] // 2] = 1.0
+        else:
+            z[k, u] = 1.0
     out = _l2_from_l1(model, l1, l2, z, size)
-    resp = (out[1] - out[0]).cpu()
-    if resp.dim() == 1:
-        return ExpandedWeights(resp.view(-1, 1, 1))
-    return ExpandedWeights(_centred_crop(resp, resp.shape[1] // 2, resp.shape[2] // 2))
+    resp = (out[1:] - out[:1]).cpu()
+    if resp.dim() == 2:
+        return [ExpandedWeights(r.view(-1, 1, 1)) for r in resp]
+    return [ExpandedWeights(_centred_crop(r, r.shape[1] // 2, r.shape[2] // 2)) for r in resp]
 
 
 def circuit(model, layers: Sequence[str], unit: int, fan: int = 3) -> tuple[list[list[tuple[str, int]]], list]:
