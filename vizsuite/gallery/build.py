@@ -1,11 +1,14 @@
-"""Gallery build, first version: plan tasks, run them (resumable), publish assets, write the site.
+"""Gallery build: plan tasks (pure data), run them (resumable, batched), publish assets, write pages.
 
-The render seam: every feature-visualization image is a task of kind `config.render_kind` with
-params {model, layer, unit, objective, index, seed, recipe} that must write `image.png` into
-ctx.out_dir. objective is one of "channel" (main), "negative", "diversity" (index 0..n-1, one
-task per image) or "deepdream" (unit = -1). This file registers `placeholder_render` (a cheap
-deterministic pattern) so the whole pipeline runs before optvis exists; the lead swaps in
-e.g. `render_unit` by registering it and setting GalleryConfig.render_kind.
+Task definition (this file's `_Plan`) is separate from task execution (`vizsuite.tasks`), so a
+later cluster engine can fan the same task list out. Kinds used:
+
+- `render_unit` (batched by layer): main (`channel`), `negative` and layer `deepdream` images;
+- `render_diversity`: a unit's diversity set (the images of one set are coupled);
+- `dataset_examples`: one streaming pass per layer over the image folder;
+- `unit_circuits` (batched by layer): expanded weights to the previous / next gallery layer,
+  heatmaps, and the classes the unit supports;
+- `circuit_graph`: a `--circuit` unit with its strongest inputs over two earlier layers.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import numpy as np
+from typing import Any, Callable, Optional, Sequence
 
 from ..capture import list_layers
+from ..errors import UserError
 from ..images import find_images, save_png
 from ..tasks import BuildReport, Task, make_task, model_fingerprint, register_task, run_tasks
 from . import pages as P
 from .dataset import dataset_task_params
+from .renders import recipe_with_defaults
 
 
 @dataclass
 class GalleryConfig:
+    """What to build. `units` maps each layer to the unit indices that get neuron pages."""
+
     layers: list[str]
     units: dict[str, list[int]]
     images: Optional[str] = None  # folder of photos for dataset examples (None: skip them)
@@ -35,67 +40,68 @@ class GalleryConfig:
     diversity: int = 4
     top_classes: int = 5
     seed: int = 0
-    render_kind: str = "placeholder_render"
     recipe: dict = field(default_factory=dict)
-    thumb_px: int = 128
+    circuits: list[tuple[str, int]] = field(default_factory=list)  # extra circuit pages
+    circuit_layers: dict[str, list[str]] = field(default_factory=dict)  # unit layer -> 2 earlier layers
 
 
 # ------------------------------------------------------------------------------ task kinds
 
-@register_task("placeholder_render")
-def placeholder_render(task, ctx) -> dict:
-    """A deterministic stand-in image (no optimization): colour blobs seeded by the task."""
-    rng = np.random.default_rng(int(task.key[:8], 16))
-    size = int(task.get("recipe", {}).get("size", 64))
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    img = np.zeros((size, size, 3))
-    for _ in range(4):
-        cy, cx, s = rng.random(), rng.random(), 0.05 + 0.2 * rng.random()
-        img += rng.random(3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / s)[..., None]
-    save_png(np.clip(img / max(img.max(), 1e-6), 0, 1), ctx.path("image.png"))
-    return {"placeholder": True}
-
-
-@register_task("unit_circuit")
-def unit_circuit(task, ctx) -> dict:
-    """Strongest inputs (prev layer) with heatmaps, strongest outputs (next layer), classes."""
+@register_task("unit_circuits", batch=64, batch_by=("model", "layer", "prev", "next", "fan", "top_classes",
+                                                    "images_dir"))
+def unit_circuits(tasks, ctxs) -> list[dict[str, Any]]:
+    """Strongest inputs (prev layer) with heatmaps, strongest outputs (next layer), classes —
+    for a batch of units of one layer (expanded weights of all of them in one pass)."""
     from . import circuits as C
 
-    model, layer, unit, fan = ctx.model, task["layer"], task["unit"], task["fan"]
-    meta: dict[str, Any] = {"inputs": [], "outputs": [], "classes": []}
-    if task.get("prev"):
-        ew = C.expanded_weights_into(model, task["prev"], layer, unit)
-        top = ew.top(fan)
-        scale = float(ew.kernels.abs().max()) or 1.0
-        for ch, w in top:
-            name = f"in_{ch}.png"
-            save_png(C.weight_heatmap(ew.kernels[ch], 48, scale) / 255.0, ctx.path(name))
-            meta["inputs"].append({"unit": ch, "weight": w, "heatmap": name})
-    if task.get("next"):
-        ew = C.expanded_weights_out_of(model, layer, unit, task["next"])
-        scale = float(ew.kernels.abs().max()) or 1.0
-        for ch, w in ew.top(fan):
-            name = f"out_{ch}.png"
-            save_png(C.weight_heatmap(ew.kernels[ch], 48, scale) / 255.0, ctx.path(name))
-            meta["outputs"].append({"unit": ch, "weight": w, "heatmap": name})
-    if task["top_classes"]:
+    model, t0 = ctxs[0].model, tasks[0]
+    layer, fan, units = t0["layer"], int(t0["fan"]), [int(t["unit"]) for t in tasks]
+    metas: list[dict[str, Any]] = [{"inputs": [], "outputs": [], "classes": []} for _ in tasks]
+    for key, other, weights in (
+            ("inputs", t0.get("prev"), lambda: C.expanded_weights_into_many(model, t0["prev"], layer, units)),
+            ("outputs", t0.get("next"), lambda: C.expanded_weights_out_of_many(model, layer, units, t0["next"]))):
+        if not other:
+            continue
+        for meta, ctx, ew in zip(metas, ctxs, weights()):
+            scale = float(ew.kernels.abs().max()) or 1.0  # one scale per unit: heatmaps comparable
+            for ch, w in ew.top(fan):
+                name = f"{key}_{ch}.png"
+                save_png(C.weight_heatmap(ew.kernels[ch], 48, scale) / 255.0, ctx.path(name))
+                meta[key].append({"unit": ch, "weight": w, "heatmap": name})
+    if t0["top_classes"]:
         images = None
-        if task.get("images_dir"):  # true-network derivative at real photos: the fully
-            from ..images import load_batch  # linearized deep net over-amplifies (1e9 scores)
+        if t0.get("images_dir"):
+            # the true network's derivative at real photos: a fully linearized deep net
+            # over-amplifies (scores ~1e9) and ranks classes poorly
+            from ..images import load_batch
 
-            paths = find_images(task["images_dir"])[:8]
+            paths = find_images(t0["images_dir"])[:8]
             images = load_batch(paths, model.input_size, model.spec.crop_pct)
-        for c, s in C.class_support(model, layer, [unit], images=images, top=task["top_classes"])[unit]:
-            meta["classes"].append({"index": c, "label": model.label(c), "score": s})
-    return meta
+        support = C.class_support(model, layer, units, images=images, top=int(t0["top_classes"]))
+        for meta, u in zip(metas, units):
+            meta["classes"] = [{"index": c, "label": model.label(c), "score": s} for c, s in support[u]]
+    return metas
 
 
-# ------------------------------------------------------------------------------ build
+@register_task("circuit_graph")
+def circuit_graph(task, ctx) -> dict[str, Any]:
+    """A unit and its strongest inputs over the given earlier layers: levels and weighted edges."""
+    from . import circuits as C
+
+    levels, edges = C.circuit(ctx.model, task["layers"], int(task["unit"]), int(task["fan"]))
+    return {"levels": [[list(n) for n in level] for level in levels],
+            "edges": [[list(s), list(d), w] for s, d, w in edges]}
+
+
+# ------------------------------------------------------------------------------ plan
 
 class _Plan:
+    """The task list of one build (pure data)."""
+
     def __init__(self, model, cfg: GalleryConfig):
         self.fp = model_fingerprint(model)
         self.cfg = cfg
+        self.recipe = recipe_with_defaults(cfg.recipe)
         self.tasks: list[Task] = []
 
     def add(self, kind: str, **params) -> Task:
@@ -103,14 +109,19 @@ class _Plan:
         self.tasks.append(t)
         return t
 
-    def render(self, layer: str, unit: int, objective: str, index: int = 0) -> Task:
-        return self.add(self.cfg.render_kind, layer=layer, unit=unit, objective=objective, index=index,
-                        seed=self.cfg.seed + index, recipe=self.cfg.recipe)
+    def render(self, layer: str, unit: int, objective: str) -> Task:
+        # same params as the atlas/explain thumbnails, so their renders are shared
+        return self.add("render_unit", layer=layer, unit=int(unit), objective=objective, seed=self.cfg.seed,
+                        recipe=self.recipe)
+
+    def diversity(self, layer: str, unit: int) -> Task:
+        return self.add("render_diversity", layer=layer, unit=int(unit), count=self.cfg.diversity,
+                        seed=self.cfg.seed, recipe=self.recipe)
 
 
-def _publish(site: Path, report: BuildReport, task: Task, name: str) -> Optional[P.Img]:
+def _publish(site: Path, report: BuildReport, task: Optional[Task], name: str) -> Optional[P.Img]:
     """Hard-link (or copy) a task's file into site/assets/; an Img pointing at it."""
-    res = report.results.get(task.key)
+    res = report.results.get(task.key) if task is not None else None
     if res is None or not res.path(name).is_file():
         return None
     rel = f"assets/{task.key[:2]}/{task.key}/{name}"
@@ -126,39 +137,68 @@ def _publish(site: Path, report: BuildReport, task: Task, name: str) -> Optional
     return P.Img(rel)
 
 
+def validate_config(model, cfg: GalleryConfig) -> list:
+    """Check layers, units, images and circuits before any work; returns the layer listing."""
+    from ..capture import Unit, check_unit
+
+    info = list_layers(model)
+    for layer in cfg.layers:
+        for u in cfg.units.get(layer, []):
+            check_unit(Unit(layer, int(u)), info)
+    for layer, unit in cfg.circuits:
+        check_unit(Unit(layer, int(unit)), info)
+        if len(cfg.circuit_layers.get(layer, [])) < 1:
+            raise UserError(f"no earlier layer to draw a circuit into {layer}:{unit}; pick a later layer")
+    if cfg.images:
+        find_images(cfg.images)
+    if cfg.diversity < 0 or cfg.k < 1 or cfg.fan < 1:
+        raise UserError("--diversity must be >= 0, -k and --fan >= 1")
+    return info
+
+
 def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, jobs: int = 1,
                   loader: Optional[Callable[[], Any]] = None, progress: bool = True,
                   command: Optional[list[str]] = None) -> BuildReport:
     """Plan, run (reusing SITE/.cache/tasks), and write the site; returns the task report."""
     site = Path(site_dir)
+    info = validate_config(model, cfg)
     plan = _Plan(model, cfg)
     layers = list(cfg.layers)
-    dataset: dict[str, Task] = {}
-    if cfg.images:
-        find_images(cfg.images)  # bad folder -> UserError before any work
-        for layer in layers:
-            dataset[layer] = plan.add("dataset_examples", **{k: v for k, v in dataset_task_params(
-                model, layer, cfg.images, k=cfg.k, units=cfg.units[layer]).items() if k != "model"})
+    images_dir = str(Path(cfg.images).resolve()) if cfg.images else None
+    dataset = {layer: plan.add("dataset_examples", **{k: v for k, v in dataset_task_params(
+        model, layer, cfg.images, k=cfg.k, units=cfg.units[layer]).items() if k != "model"})
+        for layer in layers} if cfg.images else {}
     dream = {layer: plan.render(layer, -1, "deepdream") for layer in layers}
     renders, circuits = {}, {}
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
             renders[(layer, u)] = {"main": plan.render(layer, u, "channel"),
                                    "negative": plan.render(layer, u, "negative"),
-                                   "diversity": [plan.render(layer, u, "diversity", i) for i in range(cfg.diversity)]}
-            circuits[(layer, u)] = plan.add("unit_circuit", layer=layer, unit=u, fan=cfg.fan,
+                                   "diversity": plan.diversity(layer, u) if cfg.diversity else None}
+            circuits[(layer, u)] = plan.add("unit_circuits", layer=layer, unit=int(u), fan=cfg.fan,
                                             prev=layers[li - 1] if li > 0 else None,
                                             next=layers[li + 1] if li + 1 < len(layers) else None,
-                                            top_classes=cfg.top_classes,
-                                            images_dir=str(Path(cfg.images).resolve()) if cfg.images else None)
-    report = run_tasks(plan.tasks, site / ".cache" / "tasks", jobs=jobs, loader=loader,
-                       model=model if jobs <= 1 else None, progress=progress, desc="gallery")
+                                            top_classes=cfg.top_classes, images_dir=images_dir)
+    graphs = {(layer, u): plan.add("circuit_graph", layer=layer, unit=int(u), fan=cfg.fan,
+                                   layers=cfg.circuit_layers[layer] + [layer]) for layer, u in cfg.circuits}
+    report = _run(plan.tasks, site, jobs, loader, model, progress)
+    # second phase: thumbnails of the circuit graphs' nodes (reused when the gallery has them)
+    extra = {}
+    for key, task in graphs.items():
+        for level in report.results[task.key].meta["levels"]:
+            for layer, u in level:
+                if (layer, u) not in renders and (layer, u) not in extra:
+                    extra[(layer, u)] = plan.render(layer, u, "channel")
+    if extra:
+        more = _run(list(extra.values()), site, jobs, loader, model, progress)
+        report.results.update(more.results)
+        report.computed += more.computed
+        report.reused += more.reused
 
     def thumb(layer, u):
         r = renders.get((layer, u))
-        return _publish(site, report, r["main"], "image.png") if r else None
+        return _publish(site, report, r["main"] if r else extra.get((layer, u)), "image.png")
 
-    info = list_layers(model)
     model_info = P.ModelInfo(model.name, [P.LayerSummary(i.name, i.type, i.shape, i.channels, i.default)
                                           for i in info], model.spec.description, model.spec.source,
                              model.spec.licence, model.input_size, plan.fp)
@@ -166,46 +206,68 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
     for layer in layers:
         data.layers.append(P.LayerPage(layer, [P.UnitCard(u, thumb(layer, u)) for u in cfg.units[layer]],
                                        deepdream=_publish(site, report, dream[layer], "image.png")))
+    for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
-            r, c = renders[(layer, u)], report.results[circuits[(layer, u)].key]
-            page = P.NeuronPage(layer, u, main=thumb(layer, u),
-                                negative=_publish(site, report, r["negative"], "image.png"),
-                                diversity=[i for i in (_publish(site, report, t, "image.png") for t in r["diversity"]) if i])
-            li = layers.index(layer)
-            for key, other in (("inputs", layers[li - 1] if li > 0 else None),
-                               ("outputs", layers[li + 1] if li + 1 < len(layers) else None)):
-                for row in c.meta.get(key, []):
-                    getattr(page, key).append(P.Connection(other, row["unit"], row["weight"], thumb(other, row["unit"]),
-                                                           _publish(site, report, circuits[(layer, u)], row["heatmap"])))
-            page.classes = [P.ClassScore(x["index"], x["label"], x["score"]) for x in c.meta.get("classes", [])]
-            if layer in dataset:
-                d = report.results[dataset[layer].key]
-                crops = d.meta["crops"].get(str(u), {})
-                for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):
-                    for row in crops.get(sign, []):
-                        img = _publish(site, report, dataset[layer], row["file"])
-                        if img:
-                            target.append(P.Example(img, row["value"], row["image"]))
-            data.neurons.append(page)
-            if li > 0:  # circuit page: the unit, its inputs, their inputs (from the tasks above)
-                levels = [[P.CircuitNode(layer, u, thumb(layer, u))]]
-                edges = []
-                mids = [row["unit"] for row in c.meta.get("inputs", [])]
-                levels.append([P.CircuitNode(layers[li - 1], m, thumb(layers[li - 1], m)) for m in mids])
-                edges += [P.CircuitEdge((layers[li - 1], row["unit"]), (layer, u), row["weight"])
-                          for row in c.meta.get("inputs", [])]
-                if li > 1:
-                    low = []
-                    for m in mids:
-                        mc = circuits.get((layers[li - 1], m))
-                        for row in (report.results[mc.key].meta.get("inputs", []) if mc else [])[:2]:
-                            if (layers[li - 2], row["unit"]) not in low:
-                                low.append((layers[li - 2], row["unit"]))
-                            edges.append(P.CircuitEdge((layers[li - 2], row["unit"]), (layers[li - 1], m), row["weight"]))
-                    if low:  # inputs of unbuilt middle units are not computed: no empty row
-                        levels.append([P.CircuitNode(l, x, thumb(l, x)) for l, x in low])
+            data.neurons.append(_neuron_page(site, report, layers, li, u, renders[(layer, u)],
+                                             report.results[circuits[(layer, u)].key].meta,
+                                             dataset.get(layer), thumb))
+            c = report.results[circuits[(layer, u)].key].meta
+            if li > 0 and (layer, u) not in graphs:  # a one-level circuit page from the same data
+                levels = [[P.CircuitNode(layer, u, thumb(layer, u))],
+                          [P.CircuitNode(layers[li - 1], r["unit"], thumb(layers[li - 1], r["unit"]))
+                           for r in c["inputs"]]]
+                edges = [P.CircuitEdge((layers[li - 1], r["unit"]), (layer, u), r["weight"]) for r in c["inputs"]]
                 data.circuits.append(P.CircuitPage(layer, u, levels, edges))
+    for (layer, u), task in graphs.items():
+        meta = report.results[task.key].meta
+        levels = [[P.CircuitNode(l, x, thumb(l, x)) for l, x in level] for level in meta["levels"]]
+        edges = [P.CircuitEdge(tuple(s), tuple(d), w) for s, d, w in meta["edges"]]
+        data.circuits.append(P.CircuitPage(layer, u, levels, edges))
     from .site import write_site
 
     write_site(data, site, command=command)
     return report
+
+
+def _run(tasks, site, jobs, loader, model, progress) -> BuildReport:
+    return run_tasks(tasks, site / ".cache" / "tasks", jobs=jobs, loader=loader,
+                     model=model if jobs <= 1 else None, progress=progress, desc="gallery")
+
+
+def _neuron_page(site, report, layers, li, u, r, c, dataset_task, thumb) -> P.NeuronPage:
+    layer = layers[li]
+    div = report.results.get(r["diversity"].key) if r["diversity"] is not None else None
+    page = P.NeuronPage(layer, u, main=thumb(layer, u),
+                        negative=_publish(site, report, r["negative"], "image.png"),
+                        diversity=[i for i in (_publish(site, report, r["diversity"], f)
+                                               for f in (div.meta["files"] if div else [])) if i])
+    for key, other in (("inputs", layers[li - 1] if li > 0 else None),
+                       ("outputs", layers[li + 1] if li + 1 < len(layers) else None)):
+        for row in c.get(key, []):
+            getattr(page, key).append(P.Connection(other, row["unit"], row["weight"], thumb(other, row["unit"]),
+                                                   _publish(site, report, _task_of(report, c, key, row), row["heatmap"])))
+    page.classes = [P.ClassScore(x["index"], x["label"], x["score"]) for x in c.get("classes", [])]
+    if dataset_task is not None:
+        d = report.results[dataset_task.key]
+        crops = d.meta["crops"].get(str(u), {})
+        for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):
+            for row in crops.get(sign, []):
+                img = _publish(site, report, dataset_task, row["file"])
+                if img:
+                    target.append(P.Example(img, row["value"], row["image"]))
+    return page
+
+
+def _task_of(report: BuildReport, meta: dict, key: str, row: dict) -> Optional[Task]:
+    """The unit_circuits task whose metadata is `meta` (to publish its heatmap files)."""
+    for res in report.results.values():
+        if res.meta is meta:
+            return _ResultTask(res.key)
+    return None
+
+
+class _ResultTask:
+    """Minimal stand-in with a `.key` for publishing files of a known result."""
+
+    def __init__(self, key: str):
+        self.key = key

@@ -1,0 +1,154 @@
+"""`vizsuite gallery MODEL|SPEC.toml -o SITE`: a Microscope-style static site for a model.
+
+A spec file (galleries/*.toml) holds the same settings as the flags; flags override it.
+Rerunning reuses every finished task; an interrupted build resumes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from ..errors import UserError
+from .common import add_model_args, add_quiet, model_from_args
+
+SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
+             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gallery", help="build a static gallery site (layers, neurons, circuits)",
+                       description="Build a Microscope-style static site: layer pages, neuron pages (feature "
+                                   "visualization, diversity, negative, dataset examples, supported classes, "
+                                   "strongest inputs/outputs) and circuit pages. MODEL may be a gallery spec "
+                                   "(.toml) whose settings the flags override.")
+    add_model_args(p)
+    p.add_argument("-o", "--out", metavar="SITE", help="output folder (required unless the spec sets `out`)")
+    p.add_argument("--layers", metavar="L1,L2", help="layers (default: the model's default layers)")
+    p.add_argument("--units", metavar="all|N|LIST", help="units per layer: all, the first N, or a comma list "
+                   "(default 8)")
+    p.add_argument("--images", metavar="DIR", help="photos for dataset examples and class support")
+    p.add_argument("--steps", type=int, metavar="N", help="optimization steps per image (default 256)")
+    p.add_argument("--size", type=int, metavar="PX", help="rendered image size (default 128)")
+    p.add_argument("--diversity", type=int, metavar="K", help="diversity images per unit (default 4; 0 = none)")
+    p.add_argument("-k", type=int, metavar="K", help="dataset examples per sign (default 6)")
+    p.add_argument("--fan", type=int, metavar="N", help="strongest inputs/outputs per unit (default 4)")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    p.add_argument("--circuit", action="append", metavar="LAYER:UNIT", default=None,
+                   help="also draw this unit's circuit over two earlier layers (repeatable)")
+    p.add_argument("--jobs", type=int, metavar="N", help="worker processes (default 1)")
+    add_quiet(p)
+    p.set_defaults(func=run)
+
+
+def _read_spec(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"gallery spec not found: {path}")
+    try:
+        spec = tomllib.loads(p.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read gallery spec {path}: {exc}") from None
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise UserError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}")
+    if "model" not in spec:
+        raise UserError(f"gallery spec {path} names no model")
+    base = p.resolve().parent  # relative paths in a spec are relative to the spec file
+    for key in ("images", "out", "weights"):
+        if key in spec:
+            spec[key] = str((base / spec[key]).resolve()) if not Path(spec[key]).is_absolute() else spec[key]
+    return spec
+
+
+def _merge(args) -> None:
+    """Fill unset flags from a spec file given as MODEL."""
+    if not args.model.endswith(".toml"):
+        return
+    spec = _read_spec(args.model)
+    args.model = spec.pop("model")
+    flags = {"circuits": "circuit", "random_weights": "random_weights", "input_size": "input_size"}
+    for key, value in spec.items():
+        attr = flags.get(key, key)
+        if attr in ("mean", "std") and not isinstance(value, list):
+            value = [value]
+        if getattr(args, attr, None) in (None, False):
+            setattr(args, attr, value)
+
+
+def _units(text, channels: int) -> list[int]:
+    if text is None:
+        return list(range(min(8, channels)))
+    if isinstance(text, int):
+        text = str(text)
+    if isinstance(text, list):
+        return [int(u) for u in text]
+    text = str(text).strip()
+    if text == "all":
+        return list(range(channels))
+    try:
+        if "," in text:
+            return [int(u) for u in text.split(",") if u.strip()]
+        n = int(text)
+    except ValueError:
+        raise UserError(f"bad --units {text!r}: expected all, a count N, or a comma list") from None
+    if n < 1:
+        raise UserError(f"--units must be at least 1, got {n}")
+    return list(range(min(n, channels)))
+
+
+def run(args) -> int:
+    from ..capture import check_unit, list_layers, parse_unit
+    from ..errors import close_matches
+    from ..gallery.build import GalleryConfig, build_gallery
+    from ..tasks import ModelRef
+
+    _merge(args)
+    if not args.out:
+        raise UserError("the output folder is required: -o SITE")
+    for name in ("steps", "size", "jobs"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be at least 1")
+    model = model_from_args(args)
+    info = list_layers(model)
+    by_name = {i.name: i for i in info}
+    layers = args.layers if isinstance(args.layers, list) else (
+        [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else list(model.spec.default_layers))
+    if not layers:
+        raise UserError(f"model {model.name} has no default layers; pass --layers")
+    for layer in layers:
+        if layer not in by_name:
+            raise UserError(f"unknown layer {layer!r}{close_matches(layer, by_name)}")
+        if len(by_name[layer].shape) != 3:
+            raise UserError(f"layer {layer} has no spatial positions (shape {by_name[layer].shape}); "
+                            f"galleries need convolutional layers")
+    order = [i.name for i in info]
+    layers.sort(key=order.index)
+    units = {layer: _units(args.units, by_name[layer].channels) for layer in layers}
+    circuits, circuit_layers = [], {}
+    for text in args.circuit or []:
+        unit = parse_unit(text)
+        check_unit(unit, info)
+        circuits.append((unit.layer, unit.channel))
+        # the two nearest earlier layers among the gallery's and the model's default layers
+        pool = sorted({*layers, *model.spec.default_layers} & set(order), key=order.index)
+        earlier = [l for l in pool if order.index(l) < order.index(unit.layer) and len(by_name[l].shape) == 3]
+        circuit_layers[unit.layer] = earlier[-2:]
+    recipe = {}
+    if args.steps:
+        recipe["steps"] = args.steps
+    if args.size:
+        recipe["size"] = args.size
+    cfg = GalleryConfig(layers=layers, units=units, images=args.images,
+                        k=args.k or 6, fan=args.fan or 4,
+                        diversity=4 if args.diversity is None else args.diversity,
+                        seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers)
+    jobs = args.jobs or 1
+    loader = ModelRef(args.model, weights=args.weights, random_weights=bool(args.random_weights),
+                      mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
+                      input_size=args.input_size, device=str(model.mean.device)) if jobs > 1 else None
+    report = build_gallery(model, args.out, cfg, jobs=jobs, loader=loader, progress=not args.quiet)
+    if not args.quiet:
+        print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
+    return 0

@@ -1,0 +1,103 @@
+"""Feature-visualization task kinds for galleries and atlases (batched: K units, one forward).
+
+`render_unit` tasks of the same model, layer, recipe and seed share one `optvis.render` call:
+image i gets objective i (`channel(...).on(i)`-style batch selection), so a batch of 16 units
+costs one batched forward/backward per step instead of 16. Every task still has its own key
+and files, so reuse and resume stay per unit. Diversity sets are one task per unit (the
+diversity penalty couples the images of one set).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..images import save_png
+from ..tasks import register_task
+
+#: The gallery's default recipe (a task's key includes it, so changing it re-renders).
+DEFAULT_RECIPE = {"steps": 256, "size": 128, "lr": 0.05, "transforms": "standard", "fft": True,
+                  "decorrelate": True, "diversity_weight": 0.5}
+
+OBJECTIVES = ("channel", "negative", "neuron", "deepdream", "direction")
+
+
+def recipe_with_defaults(recipe: dict | None) -> dict:
+    """The default recipe overlaid with the given keys."""
+    return {**DEFAULT_RECIPE, **(recipe or {})}
+
+
+def unit_objective(kind: str, layer: str, unit: int, index: int, vector=None):
+    """The optvis objective for image `index` of a batch."""
+    from ..optvis import objectives as obj
+
+    if kind == "channel":
+        return obj.channel(layer, unit, batch=index)
+    if kind == "negative":
+        return -obj.channel(layer, unit, batch=index)
+    if kind == "neuron":
+        return obj.neuron(layer, unit, batch=index)
+    if kind == "deepdream":
+        return obj.layer(layer, batch=index)
+    if kind == "direction":
+        return obj.direction(layer, vector, batch=index, cossim_power=1.0)
+    raise ValueError(f"unknown render objective {kind!r} (expected one of {', '.join(OBJECTIVES)})")
+
+
+def _render(model, objectives, recipe: dict, seed: int, batch: int):
+    from ..optvis import render
+
+    return render(model, objectives, batch=batch, steps=int(recipe["steps"]), size=int(recipe["size"]),
+                  lr=float(recipe["lr"]), transforms=recipe["transforms"], fft=bool(recipe["fft"]),
+                  decorrelate=bool(recipe["decorrelate"]), seed=int(seed), progress=False)
+
+
+def _measure(model, objectives, images) -> list[float]:
+    """Each image's own objective, measured plainly (no transforms, model input size)."""
+    from ..optvis import evaluate
+
+    return [float(evaluate(model, o, images)[i]) for i, o in enumerate(objectives)]
+
+
+@register_task("render_unit", batch=16, batch_by=("model", "layer", "recipe", "seed"))
+def render_units(tasks, ctxs) -> list[dict[str, Any]]:
+    """Render a batch of units of one layer; params: layer, unit, objective, seed, recipe
+    (and `vector` for objective='direction'). Writes image.png; meta: value, objective."""
+    model = ctxs[0].model
+    recipe = recipe_with_defaults(tasks[0]["recipe"])
+    objectives = [unit_objective(t["objective"], t["layer"], int(t["unit"]), i, t.get("vector"))
+                  for i, t in enumerate(tasks)]
+    result = _render(model, objectives, recipe, tasks[0]["seed"], len(tasks))
+    values = _measure(model, objectives, result.images)
+    for ctx, img in zip(ctxs, result.images):
+        save_png(img[:3], ctx.path("image.png"))
+    return [{"value": v, "objective": o.description} for v, o in zip(values, objectives)]
+
+
+@register_task("render_diversity")
+def render_diversity(task, ctx) -> dict[str, Any]:
+    """A diversity set of one unit: `count` images pushed apart in style (Gram matrices) while
+    each maximizes the channel. Writes diversity_0.png ...; meta: values."""
+    from ..optvis import objectives as obj
+
+    model = ctx.model
+    recipe = recipe_with_defaults(task["recipe"])
+    n = int(task["count"])
+    layer, unit = task["layer"], int(task["unit"])
+    import torch
+
+    from ..optvis import ImageParam, evaluate
+
+    # the penalty is scaled by the objective's size on the start images (as `vizsuite render`
+    # does), so one relative weight suits units of very different activation ranges
+    start = ImageParam(int(recipe["size"]), n, generator=torch.Generator().manual_seed(int(task["seed"])))
+    scale = float(evaluate(model, obj.channel(layer, unit), start().detach()).abs().mean().clamp_min(1.0))
+    objective = obj.channel(layer, unit) - float(recipe["diversity_weight"]) * scale * obj.diversity(layer)
+    result = _render(model, objective, recipe, task["seed"], n)
+
+    values = evaluate(model, obj.channel(layer, unit), result.images).tolist()
+    files = []
+    for i, img in enumerate(result.images):
+        name = f"diversity_{i}.png"
+        save_png(img[:3], ctx.path(name))
+        files.append(name)
+    return {"files": files, "values": values, "objective": objective.description}
