@@ -149,6 +149,5 @@ def run(args) -> int:
                       mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
                       input_size=args.input_size, device=str(model.mean.device)) if jobs > 1 else None
     report = build_gallery(model, args.out, cfg, jobs=jobs, loader=loader, progress=not args.quiet)
-    if not args.quiet:
-        print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
+    print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
     return 0
