@@ -25,7 +25,7 @@ from ..images import find_images, save_png
 from ..tasks import BuildReport, Task, make_task, model_fingerprint, register_task, run_tasks
 from . import pages as P
 from .dataset import dataset_task_params
-from .renders import recipe_with_defaults
+from ..tasks.renders import recipe_with_defaults, unit_render_task
 
 
 @dataclass
@@ -110,9 +110,10 @@ class _Plan:
         return t
 
     def render(self, layer: str, unit: int, objective: str) -> Task:
-        # same params as the atlas/explain thumbnails, so their renders are shared
-        return self.add("render_unit", layer=layer, unit=int(unit), objective=objective, seed=self.cfg.seed,
-                        recipe=self.recipe)
+        # the same task as atlas/explain thumbnails, so their renders are shared
+        t = unit_render_task(self.fp, layer, unit, objective, seed=self.cfg.seed, recipe=self.recipe)
+        self.tasks.append(t)
+        return t
 
     def diversity(self, layer: str, unit: int) -> Task:
         return self.add("render_diversity", layer=layer, unit=int(unit), count=self.cfg.diversity,

@@ -1,4 +1,6 @@
-"""Feature-visualization task kinds for galleries and atlases (batched: K units, one forward).
+"""Feature-visualization task kinds shared by galleries, atlases and explain pages.
+
+Batched: K units, one forward.
 
 `render_unit` tasks of the same model, layer, recipe and seed share one `optvis.render` call:
 image i gets objective i (`channel(...).on(i)`-style batch selection), so a batch of 16 units
@@ -12,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..images import save_png
-from ..tasks import register_task
+from .core import Task, make_task, register_task
 
-#: The gallery's default recipe (a task's key includes it, so changing it re-renders).
-DEFAULT_RECIPE = {"steps": 256, "size": 128, "lr": 0.05, "transforms": "standard", "fft": True,
-                  "decorrelate": True, "diversity_weight": 0.5}
+#: The default recipe of unit renders (a task's key includes it, so changing it re-renders).
+#: `model_px` is the size the model sees (0: its input size). Feeding the 128 px image as is,
+#: like Lucid does, costs a third of upsampling it to 224 px and suits thumbnails.
+DEFAULT_RECIPE = {"steps": 128, "size": 128, "model_px": 128, "lr": 0.05, "transforms": "standard",
+                  "fft": True, "decorrelate": True, "diversity_weight": 0.5}
 
 OBJECTIVES = ("channel", "negative", "neuron", "deepdream", "direction")
 
@@ -24,6 +28,14 @@ OBJECTIVES = ("channel", "negative", "neuron", "deepdream", "direction")
 def recipe_with_defaults(recipe: dict | None) -> dict:
     """The default recipe overlaid with the given keys."""
     return {**DEFAULT_RECIPE, **(recipe or {})}
+
+
+def unit_render_task(model_fp: str, layer: str, unit: int, objective: str = "channel", *, seed: int = 0,
+                     recipe: dict | None = None) -> Task:
+    """The `render_unit` task of one unit: galleries, atlases and explain pages build it the same
+    way, so they share each other's finished renders."""
+    return make_task("render_unit", model=model_fp, layer=layer, unit=int(unit), objective=objective,
+                     seed=int(seed), recipe=recipe_with_defaults(recipe))
 
 
 def unit_objective(kind: str, layer: str, unit: int, index: int, vector=None):
@@ -43,19 +55,29 @@ def unit_objective(kind: str, layer: str, unit: int, index: int, vector=None):
     raise ValueError(f"unknown render objective {kind!r} (expected one of {', '.join(OBJECTIVES)})")
 
 
+def _model_px(model, recipe: dict) -> int:
+    return int(recipe.get("model_px") or model.input_size)
+
+
 def _render(model, objectives, recipe: dict, seed: int, batch: int):
     from ..optvis import render
+    from ..optvis.transforms import get_transforms
 
-    return render(model, objectives, batch=batch, steps=int(recipe["steps"]), size=int(recipe["size"]),
-                  lr=float(recipe["lr"]), transforms=recipe["transforms"], fft=bool(recipe["fft"]),
+    size = int(recipe["size"])
+    transforms = get_transforms(recipe["transforms"], _model_px(model, recipe), size)
+    return render(model, objectives, batch=batch, steps=int(recipe["steps"]), size=size,
+                  lr=float(recipe["lr"]), transforms=transforms, fft=bool(recipe["fft"]),
                   decorrelate=bool(recipe["decorrelate"]), seed=int(seed), progress=False)
 
 
-def _measure(model, objectives, images) -> list[float]:
-    """Each image's own objective, measured plainly (no transforms, model input size)."""
+def _measure(model, objectives, images, recipe: dict) -> list[float]:
+    """Each image's own objective, measured plainly (no transforms, at the size the model saw)."""
     from ..optvis import evaluate
 
-    return [float(evaluate(model, o, images)[i]) for i, o in enumerate(objectives)]
+    total = objectives[0]
+    for o in objectives[1:]:  # objective i is zero off image i, so one forward measures all
+        total = total + o
+    return [float(v) for v in evaluate(model, total, images, size=_model_px(model, recipe))]
 
 
 @register_task("render_unit", batch=16, batch_by=("model", "layer", "recipe", "seed"))
@@ -67,7 +89,7 @@ def render_units(tasks, ctxs) -> list[dict[str, Any]]:
     objectives = [unit_objective(t["objective"], t["layer"], int(t["unit"]), i, t.get("vector"))
                   for i, t in enumerate(tasks)]
     result = _render(model, objectives, recipe, tasks[0]["seed"], len(tasks))
-    values = _measure(model, objectives, result.images)
+    values = _measure(model, objectives, result.images, recipe)
     for ctx, img in zip(ctxs, result.images):
         save_png(img[:3], ctx.path("image.png"))
     return [{"value": v, "objective": o.description} for v, o in zip(values, objectives)]
@@ -89,12 +111,13 @@ def render_diversity(task, ctx) -> dict[str, Any]:
 
     # the penalty is scaled by the objective's size on the start images (as `vizsuite render`
     # does), so one relative weight suits units of very different activation ranges
+    px = _model_px(model, recipe)
     start = ImageParam(int(recipe["size"]), n, generator=torch.Generator().manual_seed(int(task["seed"])))
-    scale = float(evaluate(model, obj.channel(layer, unit), start().detach()).abs().mean().clamp_min(1.0))
+    scale = float(evaluate(model, obj.channel(layer, unit), start().detach(), size=px).abs().mean().clamp_min(1.0))
     objective = obj.channel(layer, unit) - float(recipe["diversity_weight"]) * scale * obj.diversity(layer)
     result = _render(model, objective, recipe, task["seed"], n)
 
-    values = evaluate(model, obj.channel(layer, unit), result.images).tolist()
+    values = evaluate(model, obj.channel(layer, unit), result.images, size=px).tolist()
     files = []
     for i, img in enumerate(result.images):
         name = f"diversity_{i}.png"
