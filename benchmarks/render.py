@@ -1,0 +1,153 @@
+"""Speed and strength of feature visualization: vizsuite.optvis.render vs torch-lucent render_vis.
+
+    python benchmarks/render.py [--steps 128] [--threads 2] [--peers /tmp/vizsuite-peers/bin/python]
+
+Same model weights, layer, units, steps, image size (224 parameter image), thread count, on the
+CPU. Each engine runs in its own interpreter (lucent lives in the peers venv with older kornia);
+the images both return are scored by one evaluator here: the unit's mean activation on the
+plain image at the model's input size (no transforms). Writes benchmarks/results/render.md.
+Both engines use their defaults otherwise (fft + decorrelated colour, Adam lr 0.05, their own
+standard transforms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = [  # (model, lucent layer path, our layer, units)
+    ("efficientnet_lite0", "net_blocks_4", "blocks.4", list(range(0, 112, 7))[:16]),
+    ("inceptionv1", "mixed4a", "mixed4a", list(range(0, 508, 31))[:16]),
+]
+
+PEER = r'''
+import json, sys, time
+import numpy as np, torch
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"])
+from lucent.optvis import render, param, objectives
+if cfg["model"] == "inceptionv1":
+    from lucent.modelzoo import inceptionv1
+    model = inceptionv1(pretrained=False)
+    model.load_state_dict(torch.load(cfg["weights"]))
+    preprocess = True        # lucent adds its InceptionV1 preprocessing (x * 255 - 117)
+else:
+    import timm
+    class Wrap(torch.nn.Module):   # efficientnet_lite0 takes (x - 0.5) / 0.5
+        def __init__(self, net):
+            super().__init__(); self.net = net
+        def forward(self, x):
+            return self.net((x - 0.5) / 0.5)
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net.load_state_dict(torch.load(cfg["weights"]))
+    model = Wrap(net)
+    preprocess = False
+model.eval()
+units, layer = cfg["units"], cfg["layer"]
+if len(units) == 1:
+    obj = objectives.channel(layer, units[0])
+else:
+    obj = sum(objectives.channel(layer, u, batch=i) for i, u in enumerate(units))
+torch.manual_seed(cfg["seed"])
+t = time.perf_counter()
+imgs = render.render_vis(model, obj, param_f=lambda: param.image(cfg["size"], batch=len(units)),
+                         thresholds=(cfg["steps"],), show_image=False, progress=False,
+                         preprocess=preprocess)
+sec = time.perf_counter() - t
+np.save(cfg["out"], imgs[-1])
+print(json.dumps({"seconds": sec}))
+'''
+
+
+def run_lucent(peers, cfg):
+    out = subprocess.run([peers, "-c", PEER, json.dumps(cfg)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    sec = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    imgs = torch.from_numpy(np.load(cfg["out"])).permute(0, 3, 1, 2).float()
+    return sec, imgs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peers", default="/tmp/vizsuite-peers/bin/python")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "render.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from vizsuite.optvis import channel, evaluate, render
+    from vizsuite.zoo import load_model
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="vizsuite-bench-"))
+    load0 = os.getloadavg()[0]
+    for name, peer_layer, layer, units in CASES:
+        model = load_model(name, random_weights=(name == "inceptionv1"))
+        weights = tmp / f"{name}.pt"
+        torch.save(model.net.state_dict(), weights)
+        for k in (1, args.batch):
+            us = units[:k]
+            objective = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
+            cfg = dict(model=name, layer=peer_layer, units=us, steps=args.steps, size=args.size,
+                       threads=args.threads, seed=args.seed, weights=str(weights), out=str(tmp / "l.npy"))
+            lsec, limgs = run_lucent(args.peers, cfg)
+            res = render(model, objective, steps=args.steps, size=args.size, seed=args.seed, progress=False)
+            plain = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
+            ours_act = evaluate(model, plain, res.images)
+            lucent_act = evaluate(model, plain, limgs)
+            rows.append(dict(model=name, layer=layer, k=k, steps=args.steps, size=args.size,
+                             ours_s=res.seconds, lucent_s=lsec,
+                             ours_uph=3600 * k / res.seconds, lucent_uph=3600 * k / lsec,
+                             ours_act=float(ours_act.mean()), lucent_act=float(lucent_act.mean()),
+                             wins=int((ours_act >= lucent_act).sum())))
+            print(json.dumps(rows[-1]), flush=True)
+    load1 = os.getloadavg()[0]
+    write_table(rows, args, load0, load1)
+
+
+def write_table(rows, args, load0, load1):
+    best_lucent = {}
+    for r in rows:
+        best_lucent[r["model"]] = max(best_lucent.get(r["model"], 0), r["lucent_uph"])
+    lines = [
+        "# render: vizsuite vs torch-lucent 0.1.8",
+        "",
+        f"CPU, {args.threads} threads, {args.steps} steps, {args.size} px parameter image, seed {args.seed}. "
+        f"Activation = mean channel activation of the returned image at the model's input size, no "
+        f"transforms, scored by the same code for both engines (mean over the units of the row). "
+        f"Load average {load0:.1f} at start, {load1:.1f} at end (the machine was shared).",
+        "",
+        "| model | layer | units at once | vizsuite s | lucent s | vizsuite units/h | lucent units/h | "
+        "speed-up | vs lucent's best mode | vizsuite act. | lucent act. | units where vizsuite >= lucent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['layer']} | {r['k']} | {r['ours_s']:.1f} | {r['lucent_s']:.1f} | "
+            f"{r['ours_uph']:.0f} | {r['lucent_uph']:.0f} | {r['ours_uph'] / r['lucent_uph']:.1f}x | "
+            f"{r['ours_uph'] / best_lucent[r['model']]:.1f}x | {r['ours_act']:.2f} | {r['lucent_act']:.2f} | "
+            f"{r['wins']}/{r['k']} |")
+    lines += ["", "InceptionV1 uses random weights (identical state dict in both engines); "
+              "efficientnet_lite0 the real weights.", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

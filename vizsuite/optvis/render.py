@@ -1,0 +1,210 @@
+"""render(): optimize a parametrized image batch to maximize an objective.
+
+The loop does nothing but optimize: no display, no saving. Per step it draws transform
+parameters (and alpha backgrounds) from one explicit `torch.Generator`, runs the model only as
+far as the deepest layer the objective reads (`Capture(stop_early=True)`; the full forward only
+when logits are needed), and back-propagates into the image parameters alone
+(`backward(inputs=...)`), so no weight gradient is ever computed, even for a user model whose
+weights still require grad.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..capture import Capture
+from ..errors import UserError
+from .objectives import Context, Objective, as_objective
+from .param import ImageParam, composite, random_background
+from .transforms import Transform, get_transforms
+
+
+@dataclass
+class RenderResult:
+    """What render produced.
+
+    images: N x C x H x W in [0, 1] after the last step (C = 4 with alpha), on the CPU.
+    snapshots: {step: images} at each threshold. values: {step: (N,) objective values} at each
+    threshold, measured on that step's transformed batch (what the optimizer saw).
+    """
+
+    images: torch.Tensor
+    snapshots: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    steps: int = 0
+    seed: Optional[int] = None
+    objective: str = ""
+    layers: tuple = ()
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(self.steps, 1)
+
+    def rgb(self, background: float = 1.0) -> torch.Tensor:
+        """The images as RGB (RGBA composited over a flat grey level, default white)."""
+        return composite(self.images, torch.tensor(background))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _input_size(model: nn.Module) -> Optional[int]:
+    return getattr(model, "input_size", None)
+
+
+def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
+    """'adam' | 'sgd' | a callable params -> optimizer."""
+    if callable(optimizer) and not isinstance(optimizer, str):
+        return optimizer(params)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise UserError(f"unknown optimizer {optimizer!r} (expected adam, sgd or a callable)")
+
+
+class _Forward:
+    """Runs the model as far as the objective needs and builds the Context."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        self.model = model
+        self.objective = objective
+        self.layers = list(objective.layers)
+
+    def __enter__(self):
+        self.capture = None
+        if self.layers:
+            # stop right after the deepest requested layer unless the logits are needed too
+            self.capture = Capture(self.model, self.layers, stop_early=not self.objective.needs_logits)
+            self.capture.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.capture is not None:
+            self.capture.__exit__(*exc)
+
+    def __call__(self, images: torch.Tensor, model_input: torch.Tensor) -> Context:
+        if self.capture is not None:
+            acts = self.capture(model_input)
+            logits = self.capture.output
+        elif self.objective.needs_logits:
+            acts, logits = {}, self.model(model_input)
+        else:
+            acts, logits = {}, None
+        return Context(images, acts, logits)
+
+
+def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, size: Optional[int] = None,
+           batch: Optional[int] = None, transforms="standard", steps: int = 512, lr: float = 0.05,
+           optimizer="adam", thresholds: Sequence[int] = (), seed: Optional[int] = 0,
+           generator: Optional[torch.Generator] = None, device=None, progress: bool = True,
+           fft: bool = True, decorrelate: bool = True, decay_power: float = 1.0,
+           alpha: bool = False) -> RenderResult:
+    """Optimize images to maximize `objective` (an Objective, or a list: one per image).
+
+    param: an ImageParam (default: `ImageParam(size or model input size, batch, fft=fft,
+        decorrelate=decorrelate, decay_power=decay_power, alpha=alpha)` seeded from `seed`).
+    transforms: 'standard' | 'lucid' | 'none' | a Transform | a list of transforms; the image is
+        resized to the model's input size at the end of the chain.
+    thresholds: steps at which to snapshot images and values (the last step always is).
+    seed / generator: all randomness (start, transforms, backgrounds) comes from one CPU
+        generator, so the same seed on the same device reproduces the pixels exactly.
+    device: where to optimize (default: where the model's weights are); the model must be there.
+    The model runs in eval mode (restored afterwards); its weights get no gradients.
+    """
+    objective = as_objective(objective)
+    if steps < 1:
+        raise UserError(f"steps must be at least 1, got {steps}")
+    if generator is None:
+        generator = torch.Generator()
+        generator.manual_seed(0 if seed is None else int(seed))
+    device = torch.device(device) if device is not None else _model_device(model)
+    if _model_device(model).type != device.type:
+        raise UserError(f"model is on {_model_device(model)}, render asked for {device}")
+    parts = getattr(objective, "parts", None)
+    if batch is None:
+        batch = param.batch if param is not None else (len(parts) if parts else 1)
+    if param is None:
+        size = size or _input_size(model) or 224
+        param = ImageParam(size, batch, fft=fft, decorrelate=decorrelate, decay_power=decay_power,
+                           alpha=alpha, generator=generator)
+    if param.batch != batch:
+        raise UserError(f"param has batch {param.batch} but {batch} images were asked for")
+    param = param.to(device)
+    transform = get_transforms(transforms, _input_size(model), param.size[0])
+    params = [p for p in param.parameters() if p.requires_grad]
+    opt = make_optimizer(optimizer, params, lr)
+    marks = sorted({int(t) for t in thresholds if 0 < int(t) <= steps} | {steps})
+
+    result = RenderResult(images=torch.empty(0), steps=steps, seed=seed, objective=objective.description,
+                          layers=objective.layers)
+    was_training = model.training
+    model.eval()
+    bar = None
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, disable=not progress, desc="render", unit="step", leave=False)
+        start = time.perf_counter()
+        with _Forward(model, objective) as forward:
+            for step in range(1, steps + 1):
+                opt.zero_grad(set_to_none=True)
+                images = param()
+                x = images
+                if images.shape[1] == 4:
+                    x = composite(images, random_background(images.shape[0], images.shape[-2:],
+                                                            generator, device))
+                x = transform(x, generator)
+                ctx = forward(images, x)
+                values = objective(ctx)
+                loss = -values.sum()
+                loss.backward(inputs=params)
+                opt.step()
+                if step in marks:
+                    result.values[step] = values.detach().cpu()
+                    result.snapshots[step] = images.detach().cpu()
+                if bar is not None and (step % 8 == 0 or step == steps):
+                    bar.set_postfix(objective=f"{values.detach().mean().item():.3g}", refresh=False)
+                    bar.update(step - bar.n)
+        result.seconds = time.perf_counter() - start
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    with torch.no_grad():
+        result.images = param().detach().cpu()
+    result.snapshots[steps] = result.images
+    return result
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, objective, images: torch.Tensor, *, size: Optional[int] = None,
+             background: float = 1.0) -> torch.Tensor:
+    """Objective values (N,) of images shown plainly: no transforms, resized to the model's input
+    size (antialiased bilinear), RGBA composited over flat `background` grey (default white)."""
+    objective = as_objective(objective)
+    device = _model_device(model)
+    images = composite(images.to(device), torch.tensor(background, device=device))
+    size = size or _input_size(model)
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True)
+    was_training = model.training
+    model.eval()
+    try:
+        with _Forward(model, objective) as forward:
+            return objective(forward(images, images)).cpu()
+    finally:
+        model.train(was_training)
