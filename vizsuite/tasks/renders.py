@@ -95,32 +95,59 @@ def render_units(tasks, ctxs) -> list[dict[str, Any]]:
     return [{"value": v, "objective": o.description} for v, o in zip(values, objectives)]
 
 
-@register_task("render_diversity")
-def render_diversity(task, ctx) -> dict[str, Any]:
-    """A diversity set of one unit: `count` images pushed apart in style (Gram matrices) while
-    each maximizes the channel. Writes diversity_0.png ...; meta: values."""
-    from ..optvis import objectives as obj
+def grouped(objective_for_group, groups: list[range], layer: str, description: str):
+    """An objective applying `objective_for_group(g)` to each group's images alone (batch
+    penalties such as diversity then couple only the images of one group)."""
+    import torch
 
-    model = ctx.model
-    recipe = recipe_with_defaults(task["recipe"])
-    n = int(task["count"])
-    layer, unit = task["layer"], int(task["unit"])
+    from ..optvis.objectives import Context, Objective
+
+    def fn(ctx):
+        parts = []
+        for g, rows in enumerate(groups):
+            sl = slice(rows.start, rows.stop)
+            sub = Context(ctx.images[sl], {k: v[sl] for k, v in ctx.acts.items()},
+                          None if ctx.logits is None else ctx.logits[sl])
+            parts.append(objective_for_group(g)(sub))
+        return torch.cat(parts)
+
+    return Objective(fn, description, [layer])
+
+
+@register_task("render_diversity", batch=4, batch_by=("model", "layer", "recipe", "seed", "count"))
+def render_diversity(tasks, ctxs) -> list[dict[str, Any]]:
+    """Diversity sets: per unit, `count` images pushed apart in style (Gram matrices) while each
+    maximizes the channel. Several units' sets share one batched render; the penalty only
+    couples images of the same set. Writes diversity_0.png ...; meta: values."""
     import torch
 
     from ..optvis import ImageParam, evaluate
+    from ..optvis import objectives as obj
 
+    model = ctxs[0].model
+    recipe = recipe_with_defaults(tasks[0]["recipe"])
+    n, layer, seed = int(tasks[0]["count"]), tasks[0]["layer"], int(tasks[0]["seed"])
+    units = [int(t["unit"]) for t in tasks]
+    groups = [range(g * n, (g + 1) * n) for g in range(len(tasks))]
+    px = _model_px(model, recipe)
     # the penalty is scaled by the objective's size on the start images (as `vizsuite render`
     # does), so one relative weight suits units of very different activation ranges
-    px = _model_px(model, recipe)
-    start = ImageParam(int(recipe["size"]), n, generator=torch.Generator().manual_seed(int(task["seed"])))
-    scale = float(evaluate(model, obj.channel(layer, unit), start().detach(), size=px).abs().mean().clamp_min(1.0))
-    objective = obj.channel(layer, unit) - float(recipe["diversity_weight"]) * scale * obj.diversity(layer)
-    result = _render(model, objective, recipe, task["seed"], n)
-
-    values = evaluate(model, obj.channel(layer, unit), result.images, size=px).tolist()
-    files = []
-    for i, img in enumerate(result.images):
-        name = f"diversity_{i}.png"
-        save_png(img[:3], ctx.path(name))
-        files.append(name)
-    return {"files": files, "values": values, "objective": objective.description}
+    start = ImageParam(int(recipe["size"]), n * len(tasks), generator=torch.Generator().manual_seed(seed))
+    reward = grouped(lambda g: obj.channel(layer, units[g]), groups, layer,
+                     f"channel({layer!r}, {units}) per set")
+    scales = evaluate(model, reward, start().detach(), size=px).abs().view(len(tasks), n).mean(1).clamp_min(1.0)
+    weight = float(recipe["diversity_weight"])
+    objective = grouped(lambda g: obj.channel(layer, units[g]) - weight * float(scales[g]) * obj.diversity(layer),
+                        groups, layer, f"channel - {weight:g} * scale * diversity({layer!r}) per set of {n}")
+    result = _render(model, objective, recipe, seed, n * len(tasks))
+    values = evaluate(model, reward, result.images, size=px).view(len(tasks), n)
+    metas = []
+    for g, ctx in enumerate(ctxs):
+        files = []
+        for i in range(n):
+            name = f"diversity_{i}.png"
+            save_png(result.images[g * n + i][:3], ctx.path(name))
+            files.append(name)
+        metas.append({"files": files, "values": values[g].tolist(),
+                      "objective": f"channel({layer!r}, {units[g]}) - {weight:g} * scale * diversity({layer!r})"})
+    return metas
