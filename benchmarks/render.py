@@ -1,13 +1,16 @@
 """Speed and strength of feature visualization: vizsuite.optvis.render vs torch-lucent render_vis.
 
-    python benchmarks/render.py [--steps 128] [--threads 2] [--peers /tmp/vizsuite-peers/bin/python]
+    python benchmarks/render.py [--steps 128] [--threads 2] [--precision fp32,bf16]
+                                [--peers /tmp/vizsuite-peers/bin/python]
 
 Same model weights, layer, units, steps, image size (224 parameter image), thread count, on the
 CPU. Each engine runs in its own interpreter (lucent lives in the peers venv with older kornia);
 the images both return are scored by one evaluator here: the unit's mean activation on the
 plain image at the model's input size (no transforms). Writes benchmarks/results/render.md.
 Both engines use their defaults otherwise (fft + decorrelated colour, Adam lr 0.05, their own
-standard transforms).
+standard transforms). vizsuite runs once per --precision (fp32, and bf16 autocast for the
+forward pass), against the same lucent run; the table is rewritten after every row so an
+interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# On a shared machine, OpenMP workers that spin-wait at every barrier starve each other and
+# the other tenants: measured here, 2 threads under load 7 took 4.4 s per step instead of 0.09 s.
+# Passive waiting is set before torch loads, for both engines (the lucent subprocess inherits
+# it), so the comparison measures the engines rather than the scheduler.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -86,6 +95,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default="/tmp/vizsuite-peers/bin/python")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--precision", default="fp32,bf16", help="comma list of vizsuite precisions to time")
+    ap.add_argument("--models", default=",".join(c[0] for c in CASES), help="comma list of models")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "render.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,7 +107,10 @@ def main() -> None:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="vizsuite-bench-"))
     load0 = os.getloadavg()[0]
+    precisions = [p for p in args.precision.split(",") if p]
     for name, peer_layer, layer, units in CASES:
+        if name not in args.models.split(","):
+            continue
         model = load_model(name, random_weights=(name == "inceptionv1"))
         weights = tmp / f"{name}.pt"
         torch.save(model.net.state_dict(), weights)
@@ -106,21 +120,23 @@ def main() -> None:
             cfg = dict(model=name, layer=peer_layer, units=us, steps=args.steps, size=args.size,
                        threads=args.threads, seed=args.seed, weights=str(weights), out=str(tmp / "l.npy"))
             lsec, limgs = run_lucent(args.peers, cfg)
-            res = render(model, objective, steps=args.steps, size=args.size, seed=args.seed, progress=False)
             plain = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
-            ours_act = evaluate(model, plain, res.images)
             lucent_act = evaluate(model, plain, limgs)
-            rows.append(dict(model=name, layer=layer, k=k, steps=args.steps, size=args.size,
-                             ours_s=res.seconds, lucent_s=lsec,
-                             ours_uph=3600 * k / res.seconds, lucent_uph=3600 * k / lsec,
-                             ours_act=float(ours_act.mean()), lucent_act=float(lucent_act.mean()),
-                             wins=int((ours_act >= lucent_act).sum())))
-            print(json.dumps(rows[-1]), flush=True)
-    load1 = os.getloadavg()[0]
-    write_table(rows, args, load0, load1)
+            for precision in precisions:
+                res = render(model, objective, steps=args.steps, size=args.size, seed=args.seed, progress=False,
+                             precision=precision)
+                ours_act = evaluate(model, plain, res.images)  # always scored in fp32
+                rows.append(dict(model=name, layer=layer, k=k, steps=args.steps, size=args.size,
+                                 precision=precision, ours_s=res.seconds, lucent_s=lsec,
+                                 ours_uph=3600 * k / res.seconds, lucent_uph=3600 * k / lsec,
+                                 ours_act=float(ours_act.mean()), lucent_act=float(lucent_act.mean()),
+                                 wins=int((ours_act >= lucent_act).sum()), load=os.getloadavg()[0]))
+                print(json.dumps(rows[-1]), flush=True)
+                write_table(rows, args, load0, os.getloadavg()[0], quiet=True)
+    write_table(rows, args, load0, os.getloadavg()[0])
 
 
-def write_table(rows, args, load0, load1):
+def write_table(rows, args, load0, load1, quiet=False):
     best_lucent = {}
     for r in rows:
         best_lucent[r["model"]] = max(best_lucent.get(r["model"], 0), r["lucent_uph"])
@@ -130,23 +146,28 @@ def write_table(rows, args, load0, load1):
         f"CPU, {args.threads} threads, {args.steps} steps, {args.size} px parameter image, seed {args.seed}. "
         f"Activation = mean channel activation of the returned image at the model's input size, no "
         f"transforms, scored by the same code for both engines (mean over the units of the row). "
-        f"Load average {load0:.1f} at start, {load1:.1f} at end (the machine was shared).",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} for both engines. "
+        f"Load average {load0:.1f} at start, {load1:.1f} at end (the machine was shared; lucent and "
+        f"vizsuite alternate within one run, so compare them row by row). vizsuite keeps 4-D weights "
+        f"channels_last during the loop (restored afterwards); precision bf16 = bf16 autocast forward.",
         "",
-        "| model | layer | units at once | vizsuite s | lucent s | vizsuite units/h | lucent units/h | "
-        "speed-up | vs lucent's best mode | vizsuite act. | lucent act. | units where vizsuite >= lucent |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | layer | units at once | vizsuite precision | vizsuite s | lucent s | vizsuite units/h | "
+        "lucent units/h | speed-up | vs lucent's best mode | vizsuite act. | lucent act. | "
+        "units where vizsuite >= lucent | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['layer']} | {r['k']} | {r['ours_s']:.1f} | {r['lucent_s']:.1f} | "
+            f"| {r['model']} | {r['layer']} | {r['k']} | {r['precision']} | {r['ours_s']:.1f} | {r['lucent_s']:.1f} | "
             f"{r['ours_uph']:.0f} | {r['lucent_uph']:.0f} | {r['ours_uph'] / r['lucent_uph']:.1f}x | "
             f"{r['ours_uph'] / best_lucent[r['model']]:.1f}x | {r['ours_act']:.2f} | {r['lucent_act']:.2f} | "
-            f"{r['wins']}/{r['k']} |")
+            f"{r['wins']}/{r['k']} | {r['load']:.1f} |")
     lines += ["", "InceptionV1 uses random weights (identical state dict in both engines); "
               "efficientnet_lite0 the real weights.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

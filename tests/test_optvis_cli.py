@@ -50,12 +50,21 @@ def test_render_class_negative_alpha_diversity(tmp_path):
     assert not np.array_equal(a, b)
 
 
+def test_render_bf16_precision_option(tmp_path):
+    out = tmp_path / "bf16"
+    code, _, err = run_cli("render", "efficientnet_lite0", "blocks.2:3", "--precision", "bf16",
+                           "--steps", "2", "--size", "32", "-o", out, "--quiet")
+    assert code == 0, err
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    assert items[0]["precision"] == "bf16" and isinstance(items[0]["value"], float)
+
 @pytest.mark.parametrize("argv,contains", [
     (["blocks.99:1"], "unknown layer"),
     (["blocks.2:400"], "out of range"),
     (["blocks.2"], "bad unit"),
     (["blocks.2:1@99,0"], "out of range"),
     (["blocks.2:1", "--objective", "wobble"], "invalid choice"),
+    (["blocks.2:1", "--precision", "fp16"], "invalid choice"),
     (["blocks.2:1", "--steps", "0"], "--steps"),
     (["blocks.2:1", "--objective", "direction"], "--vector"),
     (["blocks.2:1@1,1", "--objective", "channel"], "neuron"),

@@ -127,3 +127,86 @@ def test_optvis_does_not_import_attribution():
             "bad = [m for m in sys.modules if m.startswith('vizsuite.attribution')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- speed options
+
+def test_channels_last_context_restores_the_model_exactly():
+    """During the block 4-D weights are channels_last; afterwards every parameter is the same
+    object holding the very same tensor (storage, strides, values) as before."""
+    from vizsuite.optvis.render import _channels_last
+
+    model = tiny_cnn(requires_grad=True)
+    before = {n: (p, p.data, p.data.stride(), p.detach().clone()) for n, p in model.named_parameters()}
+    with _channels_last(model):
+        w = model.net.conv1.weight
+        assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        assert model.net.fc.weight.is_contiguous()  # 2-D weights are left alone
+    for n, p in model.named_parameters():
+        obj, data, stride, values = before[n]
+        assert p is obj and p.data.data_ptr() == data.data_ptr(), n
+        assert p.stride() == stride and torch.equal(p, values) and p.requires_grad, n
+
+
+def test_channels_last_context_restores_after_an_error():
+    from vizsuite.optvis.render import _channels_last
+
+    model = tiny_cnn()
+    stride = model.net.conv2.weight.stride()
+    with pytest.raises(RuntimeError):
+        with _channels_last(model):
+            raise RuntimeError("boom")
+    assert model.net.conv2.weight.stride() == stride
+
+
+def test_render_leaves_model_layout_hooks_and_mode_untouched(effnet):
+    strides = {n: p.stride() for n, p in effnet.named_parameters()}
+    hooks = sum(len(m._forward_hooks) for m in effnet.modules())
+    effnet.train()
+    render(effnet, channel("blocks.1", 2), steps=2, size=32, progress=False, precision="bf16")
+    assert effnet.training
+    effnet.eval()
+    assert {n: p.stride() for n, p in effnet.named_parameters()} == strides
+    assert sum(len(m._forward_hooks) for m in effnet.modules()) == hooks
+    assert all(p.grad is None for p in effnet.parameters())
+
+
+def test_channels_last_computes_the_same_render(effnet):
+    kw = dict(steps=3, size=48, progress=False, seed=4)
+    a = render(effnet, channel("blocks.1", 2), channels_last=False, **kw)
+    b = render(effnet, channel("blocks.1", 2), channels_last=True, **kw)
+    assert torch.allclose(a.images, b.images, atol=1e-4)
+
+
+def test_bf16_render_maximizes_the_unit_and_is_deterministic():
+    """bf16 autocast: the same seed gives identical pixels; image k excites Gabor channel k more
+    than any other channel and far above grey (scored in fp32 by evaluate), and its dominant
+    orientation is the filter's. The orientation tolerance is 15 degrees, not the fp32 test's
+    11.25: bf16 keeps 8 mantissa bits of the input pixels, and one of the 8 lands at 11.7."""
+    model = oriented_cnn(48)
+    objective = [channel("pool", k) for k in range(8)]
+    a = render(model, objective, steps=40, progress=False, seed=0, precision="bf16")
+    b = render(model, objective, steps=40, progress=False, seed=0, precision="bf16")
+    assert torch.equal(a.images, b.images)
+    assert a.values[40].dtype == torch.float32
+    scores = torch.stack([evaluate(model, [channel("pool", k)] * 8, a.images) for k in range(8)], 1)
+    assert scores.argmax(1).tolist() == list(range(8))
+    errors = [angle_diff(dominant_orientation(img), o) for img, o in zip(a.images, ORIENTATIONS)]
+    assert max(errors) < 15, errors
+    grey = torch.full((8, 3, 48, 48), 0.5)
+    assert (evaluate(model, objective, a.images) > evaluate(model, objective, grey) + 0.01).all()
+
+
+def test_bf16_on_efficientnet_is_deterministic_and_close_to_fp32(effnet):
+    kw = dict(steps=8, size=64, progress=False, seed=1)
+    a = render(effnet, channel("blocks.2", 3), precision="bf16", **kw)
+    b = render(effnet, channel("blocks.2", 3), precision="bf16", **kw)
+    f = render(effnet, channel("blocks.2", 3), **kw)
+    assert torch.equal(a.images, b.images)
+    va, vf = evaluate(effnet, channel("blocks.2", 3), a.images), evaluate(effnet, channel("blocks.2", 3), f.images)
+    assert float(va) > 0.8 * float(vf)
+
+
+def test_bad_precision_is_a_user_error():
+    with pytest.raises(UserError, match="precision"):
+        render(tiny_cnn(), channel("conv1", 0), steps=1, progress=False, precision="fp16")

@@ -58,6 +58,31 @@ def test_pad_fills_and_keeps_the_interior():
     assert torch.allclose(out[..., :3, :], torch.full_like(out[..., :3, :], 0.5))
 
 
+
+def test_fused_fill_warp_matches_kornias_fill_mode():
+    """The single-resampling fill (warp images - fill, add fill back) equals kornia's two-warp
+    "fill" padding mode, values and gradients, for a rotated and scaled padded canvas."""
+    from kornia.geometry.transform import warp_affine
+
+    from vizsuite.optvis.transforms import _warp
+
+    t = [Pad(6, fill=0.3), RandomScale([0.8, 1.2]), RandomRotate([-30, 17])]
+    x1 = images(4, 20).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    ours = _warp(x1, t, gen(3))
+    g = gen(3)
+    total, canvas = torch.eye(3, dtype=torch.float64).repeat(4, 1, 1), (20, 20)
+    for step in t:
+        m, canvas = step.step(4, canvas, g)
+        total = m @ total
+    ref = warp_affine(x2, total[:, :2].float(), dsize=canvas, mode="bilinear", padding_mode="fill",
+                      align_corners=True, fill_value=torch.full((3,), 0.3))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    w = torch.rand_like(ours)
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+
 def test_jitter_is_an_integer_crop():
     x = images(4, 12)
     out = Jitter(4)(x, gen(2))

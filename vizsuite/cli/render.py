@@ -48,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--negative", action="store_true", help="minimize instead of maximize")
     p.add_argument("--batch-size", type=int, default=8, metavar="B",
                    help="units optimized together in one batch (default 8)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="forward-pass precision: bf16 autocast is faster on CPUs with bf16 "
+                        "instructions and on GPUs; the image and optimizer stay fp32 (default fp32)")
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -201,7 +204,7 @@ def run(args) -> int:
                            decay_power=args.decay_power, alpha=args.alpha, generator=generator)
         result = render(model, full, param=param, transforms=args.transforms, steps=args.steps, lr=args.lr,
                         generator=generator, seed=args.seed, device=model.mean.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, precision=args.precision)
         values = evaluate(model, objective, result.images)
         for i, ((target, _), k) in enumerate(job):
             name = _filename(target, args.negative, k, kdiv)
@@ -218,6 +221,7 @@ def run(args) -> int:
                 "value": float(values[i]) * sign, "steps": args.steps, "size": size, "seed": args.seed,
                 "param": args.param, "decorrelate": not args.no_decorrelate, "transforms": args.transforms,
                 "alpha": args.alpha, "negative": args.negative, "diversity_index": k,
+                "precision": args.precision,
                 "seconds": round(result.seconds / len(job), 3), "file": name,
             })
     write_manifest(out_dir, items)

@@ -144,8 +144,10 @@ class ImageParam(nn.Module):
         if not self.fft:
             return self.raw
         h, w = self.size
-        spectrum = torch.view_as_complex(self.raw) * self.scale
-        return torch.fft.irfft2(spectrum, s=(h, w), norm="ortho") / self.FFT_MAGIC
+        # the division by FFT_MAGIC (a power of two, so exact) is applied to the small scale
+        # table rather than to the full image batch: same values, one pass less per step
+        spectrum = torch.view_as_complex(self.raw) * (self.scale / self.FFT_MAGIC)
+        return torch.fft.irfft2(spectrum, s=(h, w), norm="ortho")
 
     def _to_range(self, x: torch.Tensor) -> torch.Tensor:
         if self.squash == "sigmoid":
@@ -160,7 +162,9 @@ class ImageParam(nn.Module):
 
     def forward(self) -> torch.Tensor:
         x = self.spatial()
-        rgb = torch.einsum("nchw,dc->ndhw", x[:, :3], self.color)
+        # colour mixing as one batched (3 x 3) @ (3 x HW) matmul: the same sum as
+        # einsum("nchw,dc->ndhw"), which on the CPU permutes to a slow path (~15x slower here)
+        rgb = (self.color @ x[:, :3].flatten(2)).view(x.shape[0], 3, *x.shape[2:])
         out = self._to_range(rgb)
         if self.alpha:
             out = torch.cat([out, self._to_range(x[:, 3:])], dim=1)

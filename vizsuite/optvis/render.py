@@ -6,10 +6,17 @@ far as the deepest layer the objective reads (`Capture(stop_early=True)`; the fu
 when logits are needed), and back-propagates into the image parameters alone
 (`backward(inputs=...)`), so no weight gradient is ever computed, even for a user model whose
 weights still require grad.
+
+Speed (measured in benchmarks/results/render.md): during the loop the model's 4-D weights are
+stored channels_last (`_channels_last`, restored exactly afterwards) and the batch is fed
+channels_last, so oneDNN runs its NHWC convolution and pooling kernels without reorders; with
+`precision="bf16"` the forward runs under CPU bf16 autocast (image parameters, objective values
+and the optimizer stay fp32).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -69,19 +76,61 @@ def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(params)
     if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        # fused: one pass over the (large) spectrum per step instead of the foreach
+        # implementation's several (~8x faster on a 16-image batch on the CPU); same update rule
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.Adam(params, lr=lr, fused=fused or None)
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     raise UserError(f"unknown optimizer {optimizer!r} (expected adam, sgd or a callable)")
 
 
-class _Forward:
-    """Runs the model as far as the objective needs and builds the Context."""
+PRECISIONS = ("fp32", "bf16")
 
-    def __init__(self, model: nn.Module, objective: Objective):
+
+@contextlib.contextmanager
+def _channels_last(model: nn.Module):
+    """Store the model's 4-D parameters channels_last for the duration of the block.
+
+    Each Parameter object is kept (hooks, optimizers and `named_parameters` see the same
+    objects); only its `.data` is swapped for a channels_last copy, and the original tensor
+    (same storage, strides and values) is put back on exit, also after an exception. Nothing is
+    attached to the user's modules.
+    """
+    saved = []
+    try:
+        with torch.no_grad():
+            for p in model.parameters():  # parameters() yields shared ones once
+                if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+                    saved.append((p, p.data))
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+        yield model
+    finally:
+        for p, original in saved:
+            p.data = original
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _Forward:
+    """Runs the model as far as the objective needs and builds the Context.
+
+    precision "bf16" runs the model under bf16 autocast; the captured activations and logits
+    are cast back to fp32 before the objective reads them, so its reductions (channel means,
+    Gram matrices, softmax) and the loss stay fp32.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.model = model
         self.objective = objective
         self.layers = list(objective.layers)
+        self.precision = precision
 
     def __enter__(self):
         self.capture = None
@@ -96,14 +145,22 @@ class _Forward:
             self.capture.__exit__(*exc)
 
     def __call__(self, images: torch.Tensor, model_input: torch.Tensor) -> Context:
-        if self.capture is not None:
-            acts = self.capture(model_input)
-            logits = self.capture.output
-        elif self.objective.needs_logits:
-            acts, logits = {}, self.model(model_input)
-        else:
-            acts, logits = {}, None
+        with _autocast(self.precision, model_input.device):
+            if self.capture is not None:
+                acts = self.capture(model_input)
+                logits = self.capture.output
+            elif self.objective.needs_logits:
+                acts, logits = {}, self.model(model_input)
+            else:
+                acts, logits = {}, None
+        if self.precision != "fp32":
+            acts = {k: _fp32(v) for k, v in acts.items()}
+            logits = _fp32(logits)
         return Context(images, acts, logits)
+
+
+def _fp32(t):
+    return t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
 
 
 def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, size: Optional[int] = None,
@@ -111,7 +168,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
            optimizer="adam", thresholds: Sequence[int] = (), seed: Optional[int] = 0,
            generator: Optional[torch.Generator] = None, device=None, progress: bool = True,
            fft: bool = True, decorrelate: bool = True, decay_power: float = 1.0,
-           alpha: bool = False) -> RenderResult:
+           alpha: bool = False, precision: str = "fp32", channels_last: bool = True) -> RenderResult:
     """Optimize images to maximize `objective` (an Objective, or a list: one per image).
 
     param: an ImageParam (default: `ImageParam(size or model input size, batch, fft=fft,
@@ -122,11 +179,17 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     seed / generator: all randomness (start, transforms, backgrounds) comes from one CPU
         generator, so the same seed on the same device reproduces the pixels exactly.
     device: where to optimize (default: where the model's weights are); the model must be there.
+    precision: "fp32" (default) or "bf16": run the model's forward under bf16 autocast (faster
+        on CPUs with bf16 instructions and on GPUs); parameters, objective and optimizer stay fp32.
+    channels_last: feed the batch channels_last and store 4-D weights that way during the loop
+        (restored exactly afterwards); the same computation, faster convolutions and pooling.
     The model runs in eval mode (restored afterwards); its weights get no gradients.
     """
     objective = as_objective(objective)
     if steps < 1:
         raise UserError(f"steps must be at least 1, got {steps}")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else int(seed))
@@ -158,7 +221,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
 
         bar = tqdm(total=steps, disable=not progress, desc="render", unit="step", leave=False)
         start = time.perf_counter()
-        with _Forward(model, objective) as forward:
+        layout = _channels_last(model) if channels_last else contextlib.nullcontext()
+        with layout, _Forward(model, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 images = param()
@@ -167,6 +231,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                     x = composite(images, random_background(images.shape[0], images.shape[-2:],
                                                             generator, device))
                 x = transform(x, generator)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 ctx = forward(images, x)
                 values = objective(ctx)
                 loss = -values.sum()

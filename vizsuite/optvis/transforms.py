@@ -179,11 +179,15 @@ def _warp(images: torch.Tensor, steps: Sequence[AffineTransform], generator) -> 
     if torch.allclose(total, torch.eye(3, dtype=torch.float64)) and canvas == tuple(images.shape[-2:]):
         return images
     matrix = total[:, :2, :].to(device=images.device, dtype=images.dtype)
-    kw = {}
     if mode == "fill":
-        kw["fill_value"] = torch.full((images.shape[1],), fill, device=images.device, dtype=images.dtype)
+        # Bilinear weights sum to one, so warping (images - fill) with zero padding and adding
+        # fill back equals a warp that reads `fill` outside the source. kornia's "fill" mode
+        # warps a second, all-ones mask to get the same result: this is one resampling
+        # (forward and backward) instead of two.
+        return warp_affine(images - fill, matrix, dsize=canvas, mode="bilinear", padding_mode="zeros",
+                           align_corners=True) + fill
     return warp_affine(images, matrix, dsize=canvas, mode="bilinear", padding_mode=mode,
-                       align_corners=True, **kw)
+                       align_corners=True)
 
 
 class Compose(Transform):
