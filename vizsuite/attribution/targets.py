@@ -1,0 +1,160 @@
+"""What to explain: a class (index or label), the top-k predicted classes, or a hidden unit.
+
+Forms: `3`, `"tabby"`, `"top1"`, `"top5"`, `[3, 281]` (one per image), `"LAYER:UNIT"`,
+`"LAYER:UNIT@Y,X"`. A request resolves to rows, image-major: image 0's targets first, then
+image 1's; top-k gives k rows per image, ranked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+from ..capture import Unit, parse_unit
+from ..errors import UserError
+
+TargetLike = Union[int, str, Unit, Sequence[int], "TargetSpec"]
+
+_TOP = re.compile(r"^top[-_]?(\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A parsed target request (before seeing the model's output)."""
+
+    kind: str                      # "class" | "label" | "top" | "unit" | "per_image" | "per_row" (internal)
+    index: Optional[int] = None
+    label: Optional[str] = None
+    k: int = 1
+    unit: Optional[Unit] = None
+    indices: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        return {"class": lambda: str(self.index), "label": lambda: str(self.label),
+                "top": lambda: f"top{self.k}", "unit": lambda: str(self.unit),
+                "per_image": lambda: ",".join(map(str, self.indices))}[self.kind]()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One explained quantity: class `index` (with label and rank) or a hidden `unit` of one image."""
+
+    image: int
+    kind: str                      # "class" | "unit"
+    index: Optional[int] = None
+    label: Optional[str] = None
+    rank: Optional[int] = None     # 1-based rank among the predictions, for top-k
+    unit: Optional[Unit] = None
+
+    def __str__(self) -> str:
+        if self.kind == "unit":
+            return str(self.unit)
+        return f"{self.index} ({self.label})" if self.label else str(self.index)
+
+    def as_dict(self) -> dict:
+        if self.kind == "unit":
+            return {"kind": "unit", "unit": str(self.unit), "layer": self.unit.layer,
+                    "channel": self.unit.channel, "y": self.unit.y, "x": self.unit.x}
+        return {"kind": "class", "index": self.index, "label": self.label, "rank": self.rank}
+
+
+def parse_target(target: TargetLike) -> TargetSpec:
+    """Turn what a user typed (or passed) into a TargetSpec; UserError for malformed input."""
+    if isinstance(target, TargetSpec):
+        return target
+    if isinstance(target, Unit):
+        return TargetSpec("unit", unit=target)
+    if isinstance(target, bool):
+        raise UserError(f"bad target {target!r}")
+    if isinstance(target, int):
+        return TargetSpec("class", index=int(target))
+    if isinstance(target, torch.Tensor):
+        target = target.tolist()
+    if isinstance(target, (list, tuple)):
+        if not target or not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            raise UserError(f"bad target list {target!r}: expected class indices, one per image")
+        return TargetSpec("per_image", indices=tuple(int(t) for t in target))
+    if not isinstance(target, str) or not target.strip():
+        raise UserError(f"bad target {target!r}: expected top1, topK, INDEX, LABEL or LAYER:UNIT[@Y,X]")
+    text = target.strip()
+    if m := _TOP.match(text):
+        k = int(m.group(1))
+        if k < 1:
+            raise UserError(f"bad target {text!r}: k must be at least 1")
+        return TargetSpec("top", k=k)
+    if re.fullmatch(r"-?\d+", text):
+        return TargetSpec("class", index=int(text))
+    if ":" in text:
+        return TargetSpec("unit", unit=parse_unit(text))
+    return TargetSpec("label", label=text)
+
+
+def resolve_targets(model, spec: TargetSpec, logits: Optional[torch.Tensor], n: int) -> list[Target]:
+    """Rows for n images; `logits` (N x classes) is needed for top-k and to check indices."""
+    label = getattr(model, "label", lambda i: None)
+    if spec.kind == "unit":
+        return [Target(i, "unit", unit=spec.unit) for i in range(n)]
+    classes = None if logits is None else logits.shape[1]
+
+    def check(index: int) -> int:
+        if classes is not None and not 0 <= index < classes:
+            raise UserError(f"class index {index} out of range (model has {classes} classes: 0..{classes - 1})")
+        return index
+
+    if spec.kind == "class":
+        return [Target(i, "class", check(spec.index), label(spec.index)) for i in range(n)]
+    if spec.kind == "label":
+        if not hasattr(model, "class_index"):
+            raise UserError(f"target {spec.label!r}: this model has no class labels; pass an index")
+        index = check(model.class_index(spec.label))
+        return [Target(i, "class", index, label(index)) for i in range(n)]
+    if spec.kind == "per_image":
+        if len(spec.indices) != n:
+            raise UserError(f"{len(spec.indices)} targets given for {n} images")
+        return [Target(i, "class", check(c), label(c)) for i, c in enumerate(spec.indices)]
+    # top-k
+    if logits is None:
+        raise RuntimeError("top-k targets need the model output")
+    k = min(spec.k, classes)
+    top = logits.detach().topk(k, dim=1).indices.tolist()
+    return [Target(i, "class", c, label(c), rank=r + 1) for i in range(n) for r, c in enumerate(top[i])]
+
+
+def unit_value(activation: torch.Tensor, unit: Unit) -> torch.Tensor:
+    """A unit's value per row: channel mean over positions, or one neuron at @Y,X."""
+    check_unit_shape(activation, unit)
+    a = activation[:, unit.channel]
+    if unit.y is not None:
+        return a[:, unit.y, unit.x]
+    return a.flatten(1).mean(1) if a.dim() > 1 else a
+
+
+def unit_mask(activation: torch.Tensor, unit: Unit) -> torch.Tensor:
+    """d(unit_value)/d(activation): the weights that select the unit (same shape as activation)."""
+    check_unit_shape(activation, unit)
+    mask = torch.zeros_like(activation)
+    if unit.y is not None:
+        mask[:, unit.channel, unit.y, unit.x] = 1.0
+    else:
+        sub = mask[:, unit.channel]
+        sub += 1.0 / max(1, sub[0].numel())
+    return mask
+
+
+def check_unit_shape(activation: torch.Tensor, unit: Unit) -> None:
+    """UserError when the unit does not exist in this activation (N x C [x H x W])."""
+    if not isinstance(activation, torch.Tensor) or activation.dim() < 2:
+        raise UserError(f"layer {unit.layer} does not output a tensor with channels")
+    channels = activation.shape[1]
+    if not 0 <= unit.channel < channels:
+        raise UserError(f"unit {unit.channel} out of range for layer {unit.layer} "
+                        f"({channels} channels: 0..{channels - 1})")
+    if unit.y is not None:
+        if activation.dim() != 4:
+            raise UserError(f"layer {unit.layer} has no spatial positions (shape {tuple(activation.shape[1:])})")
+        h, w = activation.shape[2:]
+        if not (0 <= unit.y < h and 0 <= unit.x < w):
+            raise UserError(f"position @{unit.y},{unit.x} out of range for layer {unit.layer} ({h}x{w})")
