@@ -210,8 +210,7 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
             data.neurons.append(_neuron_page(site, report, layers, li, u, renders[(layer, u)],
-                                             report.results[circuits[(layer, u)].key].meta,
-                                             dataset.get(layer), thumb))
+                                             circuits[(layer, u)], dataset.get(layer), thumb))
             c = report.results[circuits[(layer, u)].key].meta
             if li > 0 and (layer, u) not in graphs:  # a one-level circuit page from the same data
                 levels = [[P.CircuitNode(layer, u, thumb(layer, u))],
@@ -235,8 +234,9 @@ def _run(tasks, site, jobs, loader, model, progress) -> BuildReport:
                      model=model if jobs <= 1 else None, progress=progress, desc="gallery")
 
 
-def _neuron_page(site, report, layers, li, u, r, c, dataset_task, thumb) -> P.NeuronPage:
+def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thumb) -> P.NeuronPage:
     layer = layers[li]
+    c = report.results[circuit_task.key].meta
     div = report.results.get(r["diversity"].key) if r["diversity"] is not None else None
     page = P.NeuronPage(layer, u, main=thumb(layer, u),
                         negative=_publish(site, report, r["negative"], "image.png"),
@@ -246,7 +246,7 @@ def _neuron_page(site, report, layers, li, u, r, c, dataset_task, thumb) -> P.Ne
                        ("outputs", layers[li + 1] if li + 1 < len(layers) else None)):
         for row in c.get(key, []):
             getattr(page, key).append(P.Connection(other, row["unit"], row["weight"], thumb(other, row["unit"]),
-                                                   _publish(site, report, _task_of(report, c, key, row), row["heatmap"])))
+                                                   _publish(site, report, circuit_task, row["heatmap"])))
     page.classes = [P.ClassScore(x["index"], x["label"], x["score"]) for x in c.get("classes", [])]
     if dataset_task is not None:
         d = report.results[dataset_task.key]
@@ -257,18 +257,3 @@ def _neuron_page(site, report, layers, li, u, r, c, dataset_task, thumb) -> P.Ne
                 if img:
                     target.append(P.Example(img, row["value"], row["image"]))
     return page
-
-
-def _task_of(report: BuildReport, meta: dict, key: str, row: dict) -> Optional[Task]:
-    """The unit_circuits task whose metadata is `meta` (to publish its heatmap files)."""
-    for res in report.results.values():
-        if res.meta is meta:
-            return _ResultTask(res.key)
-    return None
-
-
-class _ResultTask:
-    """Minimal stand-in with a `.key` for publishing files of a known result."""
-
-    def __init__(self, key: str):
-        self.key = key
