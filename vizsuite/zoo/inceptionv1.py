@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .lrn import LocalResponseNorm
+
 DEFAULT_LAYERS = ["conv2d2", "mixed3a", "mixed3b", "mixed4a", "mixed4b", "mixed4c", "mixed4d",
                   "mixed4e", "mixed5a", "mixed5b"]
 INPUT_SIZE = 224
@@ -69,11 +71,11 @@ class PaddedMaxPool2d(nn.MaxPool2d):
         return f"{super().extra_repr()}, pad={self.pad}"
 
 
-def _lrn() -> nn.LocalResponseNorm:
+def _lrn() -> LocalResponseNorm:
     # The converted graph's constants, as lucent uses them (depth radius 4 -> 9 channels).
     # Note torch averages the squares over the window where TF sums them; keeping lucent's
     # numbers keeps our activations identical to lucent's for inception5h.pth.
-    return nn.LocalResponseNorm(size=9, alpha=9.99999974738e-05, beta=0.5, k=1.0)
+    return LocalResponseNorm(size=9, alpha=9.99999974738e-05, beta=0.5, k=1.0)
 
 
 class InceptionV1(nn.Module):
