@@ -29,11 +29,19 @@ def test_default_settings_complete_on_all_photos_at_224(effnet, photos_dir):
 
 
 def test_fixed_steps_without_refinement_match_captum(effnet):
+    """Same steps, same rule: captum's numbers. IG runs on a copy with batch norms folded, which
+    is exact in float64 (checked to 1e-12); in float32 the rounding moves a few ReLU6 clipping
+    decisions, so there the maps agree to 1e-3 (relative L2) instead."""
+    import copy
+
     from captum.attr import IntegratedGradients
 
-    x = chelsea(96)
-    res = attribute(effnet, x, target=281, method="ig", steps=16, max_delta=None)
-    ref, delta = IntegratedGradients(effnet).attribute(x, baselines=torch.zeros_like(x), target=281, n_steps=16,
-                                                        internal_batch_size=16, return_convergence_delta=True)
-    assert torch.allclose(res.attribution, ref, atol=1e-6 * ref.abs().max().item() + 1e-9)
-    assert abs(res.check.detail[0]["delta"] - delta.item()) < 1e-3 * abs(res.check.detail[0]["difference"])
+    e64 = copy.deepcopy(effnet).double()
+    for model, x, tol in ((e64, chelsea(96).double(), 1e-12), (effnet, chelsea(96), 1e-3)):
+        res = attribute(model, x, target=281, method="ig", steps=16, max_delta=None)
+        ref, delta = IntegratedGradients(model).attribute(
+            x, baselines=torch.zeros_like(x), target=281, n_steps=16, internal_batch_size=16,
+            return_convergence_delta=True)
+        assert res.attribution.dtype == x.dtype
+        assert ((res.attribution - ref).norm() / ref.norm()).item() < tol
+        assert abs(res.check.detail[0]["delta"] - delta.item()) < 1e-3 * abs(res.check.detail[0]["difference"])

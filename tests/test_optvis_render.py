@@ -69,10 +69,13 @@ def _count_calls(model, names):
 def test_forward_is_truncated_at_the_deepest_layer(effnet):
     calls, handles = _count_calls(effnet, ["blocks.1", "blocks.2", "blocks.3", "classifier"])
     try:
+        # the user's hooks travel with the model into render's working copy, so they also see
+        # the copy's check forwards: 2 steps, plus at most 2 checks
         render(effnet, channel("blocks.1", 0) + 0.5 * neuron("blocks.2", 1), steps=2, size=32, progress=False)
-        assert calls == {"blocks.1": 2, "blocks.2": 2, "blocks.3": 0, "classifier": 0}
+        assert 2 <= calls["blocks.1"] == calls["blocks.2"] <= 4
+        assert calls["blocks.3"] == 0 and calls["classifier"] == 0
         render(effnet, class_logit(1), steps=1, size=32, progress=False, transforms="none")
-        assert calls["classifier"] == 1
+        assert calls["classifier"] >= 1
     finally:
         for h in handles:
             h.remove()
@@ -131,34 +134,6 @@ def test_optvis_does_not_import_attribution():
 
 # ---------------------------------------------------------------- speed options
 
-def test_channels_last_context_restores_the_model_exactly():
-    """During the block 4-D weights are channels_last; afterwards every parameter is the same
-    object holding the very same tensor (storage, strides, values) as before."""
-    from vizsuite.optvis.render import _channels_last
-
-    model = tiny_cnn(requires_grad=True)
-    before = {n: (p, p.data, p.data.stride(), p.detach().clone()) for n, p in model.named_parameters()}
-    with _channels_last(model):
-        w = model.net.conv1.weight
-        assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-        assert model.net.fc.weight.is_contiguous()  # 2-D weights are left alone
-    for n, p in model.named_parameters():
-        obj, data, stride, values = before[n]
-        assert p is obj and p.data.data_ptr() == data.data_ptr(), n
-        assert p.stride() == stride and torch.equal(p, values) and p.requires_grad, n
-
-
-def test_channels_last_context_restores_after_an_error():
-    from vizsuite.optvis.render import _channels_last
-
-    model = tiny_cnn()
-    stride = model.net.conv2.weight.stride()
-    with pytest.raises(RuntimeError):
-        with _channels_last(model):
-            raise RuntimeError("boom")
-    assert model.net.conv2.weight.stride() == stride
-
-
 def test_render_leaves_model_layout_hooks_and_mode_untouched(effnet):
     strides = {n: p.stride() for n, p in effnet.named_parameters()}
     hooks = sum(len(m._forward_hooks) for m in effnet.modules())
@@ -171,11 +146,25 @@ def test_render_leaves_model_layout_hooks_and_mode_untouched(effnet):
     assert all(p.grad is None for p in effnet.parameters())
 
 
-def test_channels_last_computes_the_same_render(effnet):
+def test_channels_last_and_folded_batch_norms_compute_the_same_render(effnet):
+    """The working copy computes the same gradient up to float rounding (3e-7 measured); Adam's
+    normalized first steps amplify rounding in near-zero gradient components, so whole renders
+    agree to about a percent, not bit for bit."""
+    from vizsuite.capture import activations, inference_copy
+
+    x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for fast in (True, False):
+        net = inference_copy(effnet, x, keep=["blocks.1"], output=False, fold_batchnorm=fast, channels_last=fast)
+        xi = x.clone().requires_grad_()
+        value = activations(net, xi, ["blocks.1"], grad=True)["blocks.1"][:, 2].mean()
+        grads.append(torch.autograd.grad(value, xi)[0])
+    assert ((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-5
     kw = dict(steps=3, size=48, progress=False, seed=4)
-    a = render(effnet, channel("blocks.1", 2), channels_last=False, **kw)
-    b = render(effnet, channel("blocks.1", 2), channels_last=True, **kw)
-    assert torch.allclose(a.images, b.images, atol=1e-4)
+    a = render(effnet, channel("blocks.1", 2), channels_last=False, fold_batchnorm=False, **kw)
+    b = render(effnet, channel("blocks.1", 2), **kw)
+    assert (a.images - b.images).abs().max() < 0.02
+    assert torch.allclose(a.values[3], b.values[3], rtol=0.01)
 
 
 def test_bf16_render_maximizes_the_unit_and_is_deterministic():

@@ -10,7 +10,9 @@ output, so no compute is spent on later layers.
 
 from __future__ import annotations
 
+import copy
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -97,6 +99,115 @@ def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, gra
     with Capture(model, layers, stop_early=stop_early, detach=not grad) as cap:
         with torch.set_grad_enabled(grad):
             return cap(x)
+
+
+# ---------------------------------------------------------------- inference copies
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _leaves(module: nn.Module):
+    """Leaves in registration order; a batch norm counts as a leaf even with children (timm's
+    BatchNormAct2d holds its activation as a child)."""
+    children = list(module.children())
+    if not children or isinstance(module, _BATCH_NORMS):
+        yield module
+        return
+    for child in children:
+        yield from _leaves(child)
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (isinstance(conv, _CONVS) and isinstance(bn, _BATCH_NORMS)
+            and bn.running_mean is not None and bn.running_var is not None
+            and conv.out_channels == bn.num_features)
+
+
+@torch.no_grad()
+def _fold(conv: nn.Module, bn: nn.Module) -> None:
+    scale = (bn.running_var.double() + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    w = conv.weight
+    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
+    conv.weight = nn.Parameter((w.double() * scale.view(-1, *([1] * (w.dim() - 1)))).to(w.dtype),
+                               requires_grad=False)
+    conv.bias = nn.Parameter(bias.to(w.dtype), requires_grad=False)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str], output: bool) -> list[torch.Tensor]:
+    if not layers:
+        out = model(x)
+        return [out] if isinstance(out, torch.Tensor) else []
+    with Capture(model, layers, stop_early=not output, detach=True) as cap:
+        acts = cap(x)
+    return [acts[n] for n in layers] + ([cap.output] if isinstance(cap.output, torch.Tensor) else [])
+
+
+@torch.no_grad()
+def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = (), output: bool = True,
+                   channels_last: bool = True, fold_batchnorm: bool = True) -> nn.Module:
+    """A frozen, faster copy of `model` for loops that need gradients of the input only.
+
+    The copy is in eval mode with weights that need no gradient; every batch norm (with running
+    statistics) that directly follows a convolution is folded into that convolution and leaves
+    the forward pass (a plain batch norm becomes Identity, timm's BatchNormAct2d keeps its
+    activation), and 4-D weights are stored channels_last. Convolutions named in `keep`, whose
+    own outputs are read, keep their batch norm. The fold is checked on `example`: the `keep`
+    layers' outputs, and the model output unless `output=False` (then the check stops at the
+    last `keep` layer), must match the original's, else (a convolution output that is also used
+    elsewhere) the copy is returned unfolded. `model` itself is never changed; a model that
+    cannot be copied (some TorchScript modules) is returned as it is.
+    """
+    try:
+        net = copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - copying is an optimization, never a requirement
+        return model
+    net.eval().requires_grad_(False)
+    keep = list(dict.fromkeys(keep))
+    output = output or not keep
+    if fold_batchnorm and _fold_all(net, {id(_resolve(net, name)) for name in keep}):
+        modes = [(m, m.training) for m in model.modules()]
+        try:
+            model.eval()  # the reference needs running statistics; the caller's flags come back below
+            expected = _outputs(model, example, keep, output)
+        finally:
+            for m, training in modes:
+                m.training = training
+        if not all(_close(a, b) for a, b in zip(_outputs(net, example, keep, output), expected)):
+            return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False)
+    if channels_last:
+        for p in net.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return net
+
+
+def _fold_all(net: nn.Module, keep_ids: set) -> int:
+    parents = {id(child): (parent, name) for parent in net.modules() for name, child in parent.named_children()}
+    pairs, last = [], None
+    for leaf in _leaves(net):
+        if last is not None and id(last) not in keep_ids and _foldable(last, leaf):
+            pairs.append((last, leaf))
+        last = leaf
+    for conv, bn in pairs:
+        _fold(conv, bn)
+        children = OrderedDict(bn.named_children())
+        # what the batch norm module did after normalizing (timm: drop, act) stays in the forward
+        parent, name = parents[id(bn)]
+        setattr(parent, name, nn.Sequential(children) if children else nn.Identity())
+    return len(pairs)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    scale = b.abs().max().clamp_min(1e-12)
+    return bool(((a.float() - b.float()).abs().max() / scale) < 1e-3)
 
 
 # ---------------------------------------------------------------- layer listing and units

@@ -4,12 +4,12 @@ The loop does nothing but optimize: no display, no saving. Per step it draws tra
 parameters (and alpha backgrounds) from one explicit `torch.Generator`, runs the model only as
 far as the deepest layer the objective reads (`Capture(stop_early=True)`; the full forward only
 when logits are needed), and back-propagates into the image parameters alone
-(`backward(inputs=...)`), so no weight gradient is ever computed, even for a user model whose
-weights still require grad.
+(`backward(inputs=...)`) of a frozen copy of the model, so no weight gradient is ever computed.
 
-Speed (measured in benchmarks/results/render.md): during the loop the model's 4-D weights are
-stored channels_last (`_channels_last`, restored exactly afterwards) and the batch is fed
-channels_last, so oneDNN runs its NHWC convolution and pooling kernels without reorders; with
+Speed (measured in benchmarks/results/render.md): the loop runs on `inference_copy(model)`, whose
+batch norms are folded into the convolutions before them and whose 4-D weights are stored
+channels_last; the batch is fed channels_last, so oneDNN runs its NHWC convolution and pooling
+kernels without reorders and no separate normalization pass remains; with
 `precision="bf16"` the forward runs under CPU bf16 autocast (image parameters, objective values
 and the optimizer stay fp32).
 """
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import Capture
+from ..capture import Capture, inference_copy
 from ..errors import UserError
 from .objectives import Context, Objective, as_objective
 from .param import ImageParam, composite, random_background
@@ -88,28 +88,6 @@ def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
 PRECISIONS = ("fp32", "bf16")
 
 
-@contextlib.contextmanager
-def _channels_last(model: nn.Module):
-    """Store the model's 4-D parameters channels_last for the duration of the block.
-
-    Each Parameter object is kept (hooks, optimizers and `named_parameters` see the same
-    objects); only its `.data` is swapped for a channels_last copy, and the original tensor
-    (same storage, strides and values) is put back on exit, also after an exception. Nothing is
-    attached to the user's modules.
-    """
-    saved = []
-    try:
-        with torch.no_grad():
-            for p in model.parameters():  # parameters() yields shared ones once
-                if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
-                    saved.append((p, p.data))
-                    p.data = p.data.contiguous(memory_format=torch.channels_last)
-        yield model
-    finally:
-        for p, original in saved:
-            p.data = original
-
-
 def _autocast(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -168,7 +146,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
            optimizer="adam", thresholds: Sequence[int] = (), seed: Optional[int] = 0,
            generator: Optional[torch.Generator] = None, device=None, progress: bool = True,
            fft: bool = True, decorrelate: bool = True, decay_power: float = 1.0,
-           alpha: bool = False, precision: str = "fp32", channels_last: bool = True) -> RenderResult:
+           alpha: bool = False, precision: str = "fp32", channels_last: bool = True,
+           fold_batchnorm: bool = True) -> RenderResult:
     """Optimize images to maximize `objective` (an Objective, or a list: one per image).
 
     param: an ImageParam (default: `ImageParam(size or model input size, batch, fft=fft,
@@ -181,9 +160,12 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     device: where to optimize (default: where the model's weights are); the model must be there.
     precision: "fp32" (default) or "bf16": run the model's forward under bf16 autocast (faster
         on CPUs with bf16 instructions and on GPUs); parameters, objective and optimizer stay fp32.
-    channels_last: feed the batch channels_last and store 4-D weights that way during the loop
-        (restored exactly afterwards); the same computation, faster convolutions and pooling.
-    The model runs in eval mode (restored afterwards); its weights get no gradients.
+    channels_last: feed the batch channels_last and store 4-D weights that way; the same
+        computation, faster convolutions and pooling.
+    fold_batchnorm: fold batch norms into the convolutions before them (outside the objective's
+        layers); the same function up to float rounding, one memory pass less per layer.
+    The loop runs on `capture.inference_copy(model)`: an eval-mode copy with frozen weights (and
+    the two options above); the caller's model, its modes, layout and hooks are never touched.
     """
     objective = as_objective(objective)
     if steps < 1:
@@ -213,16 +195,18 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
 
     result = RenderResult(images=torch.empty(0), steps=steps, seed=seed, objective=objective.description,
                           layers=objective.layers)
-    was_training = model.training
-    model.eval()
+    side = _input_size(model) or param.size[0]
+    example = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     bar = None
     try:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, disable=not progress, desc="render", unit="step", leave=False)
         start = time.perf_counter()
-        layout = _channels_last(model) if channels_last else contextlib.nullcontext()
-        with layout, _Forward(model, objective, precision) as forward:
+        net = inference_copy(model, example, keep=objective.layers, output=objective.needs_logits,
+                             channels_last=channels_last,
+                             fold_batchnorm=fold_batchnorm)
+        with _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 images = param()
@@ -248,7 +232,6 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
     with torch.no_grad():
         result.images = param().detach().cpu()
     result.snapshots[steps] = result.images
