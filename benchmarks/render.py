@@ -24,11 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# On a shared machine, OpenMP workers that spin-wait at every barrier starve each other and
-# the other tenants: measured here, 2 threads under load 7 took 4.4 s per step instead of 0.09 s.
-# Passive waiting is set before torch loads, for both engines (the lucent subprocess inherits
-# it), so the comparison measures the engines rather than the scheduler.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP waiting policy, set before torch loads and inherited by the lucent subprocess, so both
+# engines run under the same one. On a shared machine, workers that spin-wait at every barrier
+# starve each other and the other tenants (measured: 2 threads under load 7 took 4.4 s per step
+# instead of 0.09 s), so --omp-passive exists for such machines; on a quiet machine passive
+# waiting costs both engines (a batch-1 efficientnet render step: 30 ms default, 45 ms passive),
+# so the default leaves OpenMP's own policy.
+if "--omp-passive" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numpy as np
 import torch
@@ -98,6 +101,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32,bf16", help="comma list of vizsuite precisions to time")
     ap.add_argument("--models", default=",".join(c[0] for c in CASES), help="comma list of models")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "render.md"))
+    ap.add_argument("--omp-passive", action="store_true",
+                    help="OMP_WAIT_POLICY=PASSIVE for both engines (use on a shared, loaded machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -146,10 +151,10 @@ def write_table(rows, args, load0, load1, quiet=False):
         f"CPU, {args.threads} threads, {args.steps} steps, {args.size} px parameter image, seed {args.seed}. "
         f"Activation = mean channel activation of the returned image at the model's input size, no "
         f"transforms, scored by the same code for both engines (mean over the units of the row). "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} for both engines. "
-        f"Load average {load0:.1f} at start, {load1:.1f} at end (the machine was shared; lucent and "
-        f"vizsuite alternate within one run, so compare them row by row). vizsuite keeps 4-D weights "
-        f"channels_last during the loop (restored afterwards); precision bf16 = bf16 autocast forward.",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')} for both engines. "
+        f"Load average {load0:.1f} at start, {load1:.1f} at end (lucent and vizsuite alternate within "
+        f"one run, so compare them row by row). vizsuite renders on its inference copy (batch norms "
+        f"folded, channels_last weights); precision bf16 = bf16 autocast forward.",
         "",
         "| model | layer | units at once | vizsuite precision | vizsuite s | lucent s | vizsuite units/h | "
         "lucent units/h | speed-up | vs lucent's best mode | vizsuite act. | lucent act. | "
