@@ -156,8 +156,11 @@ def write_table(path: Path, lrp_rows, ig_rows, mem) -> None:
              f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
              f"{TIMING_THREADS} thread for timings ({THREADS} for the memory run); captum {captum.__version__}, zennit {version('zennit')}. "
              "Best of N interleaved runs, same process, same inputs. Run `python benchmarks/attribution.py`.", "",
-             "Times are process CPU seconds (best of N); the wall-time ratio is shown too. The machine was shared "
-             "with other jobs (load ~5 on 2 cores), so wall ratios are noisy.", "",
+             f"Times are process CPU seconds (best of N); the wall-time ratio is shown too. Load average "
+             f"{os.getloadavg()[0]:.1f} when the table was written (2 cores). vizsuite's IG runs on its "
+             f"inference copy of the model (batch norms folded, channels_last weights, frozen weights), which "
+             f"is why its attributions differ from captum's by float rounding (amplified where a ReLU6 "
+             f"clips; exact in float64, see tests).", "",
              "## LRP (per call, 2 photos at 224 px)", "",
              "| model | composite | vizsuite CPU s | zennit CPU s | ratio (target <= 1.2) | wall ratio | max rel. diff | conservation (sum R / logit) |",
              "|---|---|---|---|---|---|---|---|"]
