@@ -185,3 +185,20 @@ def test_inference_copy_of_efficientnet_keeps_activations(effnet):
         torch.testing.assert_close(ours["blocks.4"], ref["blocks.4"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(fast(x), effnet(x), rtol=1e-4, atol=1e-3)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in effnet.modules()) >= 40
+
+
+def test_torchscript_layers_give_one_clear_error_and_class_renders_work():
+    """TorchScript modules take no hooks: reading a layer is a UserError; class objectives,
+    which need only the output, render (through the inference copy) as on the Python model."""
+    from vizsuite.optvis import channel, class_logit, render
+    from vizsuite.zoo.spec import VisionModel
+
+    from .optvis_helpers import tiny_cnn
+
+    model = tiny_cnn()
+    scripted = VisionModel(torch.jit.script(model.net), model.spec).eval()
+    with pytest.raises(UserError, match="TorchScript"):
+        render(scripted, channel("conv2", 1), steps=1, progress=False)
+    a = render(model, class_logit(3), steps=4, progress=False)
+    b = render(scripted, class_logit(3), steps=4, progress=False)
+    assert torch.allclose(a.images, b.images, atol=1e-4)

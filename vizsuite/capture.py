@@ -53,6 +53,9 @@ class Capture:
     def __enter__(self) -> "Capture":
         try:
             for name, module in self._modules.items():
+                if isinstance(module, torch.jit.ScriptModule):
+                    raise UserError(f"layer {name!r} is part of a TorchScript model, which cannot be hooked; "
+                                    f"load the model from Python code to read its layers")
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
             self.remove()
@@ -107,15 +110,18 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _leaves(module: nn.Module):
-    """Leaves in registration order; a batch norm counts as a leaf even with children (timm's
-    BatchNormAct2d holds its activation as a child)."""
+def leaf_modules(module: nn.Module):
+    """Leaves in registration order, but a batch norm counts as a leaf even with children.
+
+    timm's BatchNormAct2d holds `drop` and `act` as children; descending into it (as zennit's
+    SequentialMergeBatchNorm does) would never see a conv followed by a batch norm there.
+    """
     children = list(module.children())
     if not children or isinstance(module, _BATCH_NORMS):
         yield module
         return
     for child in children:
-        yield from _leaves(child)
+        yield from leaf_modules(child)
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -190,7 +196,7 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
 def _fold_all(net: nn.Module, keep_ids: set) -> int:
     parents = {id(child): (parent, name) for parent in net.modules() for name, child in parent.named_children()}
     pairs, last = [], None
-    for leaf in _leaves(net):
+    for leaf in leaf_modules(net):
         if last is not None and id(last) not in keep_ids and _foldable(last, leaf):
             pairs.append((last, leaf))
         last = leaf

@@ -28,6 +28,7 @@ from zennit.layer import Sum
 from zennit.types import BatchNorm
 from zennit.types import Linear as LinearTypes
 
+from ..capture import leaf_modules
 from ..zoo.inceptionv1 import Concat
 
 __all__ = ["MergeBatchNorm", "ResidualCanonizer", "ConcatCanonizer", "Concat", "canonizers_for",
@@ -51,20 +52,6 @@ def apply_safely(canonizer: Canonizer, root: nn.Module, candidates: Iterable) ->
 
 # ---------------------------------------------------------------- BatchNorm
 
-def _leaves(module: nn.Module) -> Iterator[nn.Module]:
-    """Leaves in registration order, but a BatchNorm counts as a leaf even with children.
-
-    zennit's SequentialMergeBatchNorm descends into timm's BatchNormAct2d (it has `drop` and
-    `act` children) and so never sees a conv followed by a batch norm there.
-    """
-    children = list(module.children())
-    if not children or isinstance(module, BatchNorm):
-        yield module
-        return
-    for child in children:
-        yield from _leaves(child)
-
-
 class MergeBatchNorm(_ZennitMergeBatchNorm):
     """Fold each BatchNorm into the linear layer registered right before it; exact and reversible.
 
@@ -87,7 +74,7 @@ class MergeBatchNorm(_ZennitMergeBatchNorm):
     def apply(self, root_module: nn.Module) -> list:
         pairs, last = [], None
         keep = {id(m) for m in self.keep}
-        for leaf in _leaves(root_module):
+        for leaf in leaf_modules(root_module):
             if (isinstance(last, LinearTypes) and isinstance(leaf, BatchNorm) and _has_stats(leaf)
                     and id(last) not in keep):
                 pairs.append(((last,), leaf))

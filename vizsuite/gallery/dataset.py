@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..capture import Capture
+from ..capture import Capture, inference_copy
 from ..errors import UserError
 from ..fileio import atomic_path, write_json
 from ..images import find_images, load_image, resize_center_crop, to_array
@@ -194,7 +194,10 @@ def compute_dataset_examples(model, layers: Sequence[str], paths: Sequence[str |
     neg: dict[str, TopK] = {}
     skipped = 0
     bar = tqdm(total=len(paths), desc="dataset examples", unit="img", disable=not progress, file=None)
-    with Capture(model, layers, stop_early=True, detach=True) as cap:
+    # many forward passes: run them on a frozen copy with batch norms folded (checked on a probe)
+    fast = inference_copy(model, torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device),
+                          keep=layers, output=False)
+    with Capture(fast, layers, stop_early=True, detach=True) as cap:
         for idx, batch in _batches(paths, size, crop_pct, batch_size):
             if batch is None:
                 skipped += 1
