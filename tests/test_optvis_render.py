@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from vizsuite.errors import UserError
 from vizsuite.optvis import (ImageParam, channel, class_logit, evaluate, l1, layer, neuron, per_image,
@@ -199,3 +200,22 @@ def test_bf16_on_efficientnet_is_deterministic_and_close_to_fp32(effnet):
 def test_bad_precision_is_a_user_error():
     with pytest.raises(UserError, match="precision"):
         render(tiny_cnn(), channel("conv1", 0), steps=1, progress=False, precision="fp16")
+
+
+def test_uncopyable_model_renders_in_eval_mode_and_gets_its_mode_back(monkeypatch):
+    """If the model cannot be copied, render runs it directly: eval mode during the loop (the
+    dropout here would otherwise make two renders differ), the caller's mode afterwards."""
+    import copy
+
+    model = tiny_cnn()
+    model.net.add_module("drop", nn.Dropout(0.9))  # after fc: only active in training mode
+    model.train()
+
+    def refuse(*a, **k):
+        raise TypeError("cannot copy")
+
+    monkeypatch.setattr(copy, "deepcopy", refuse)
+    a = render(model, class_logit(2), steps=3, progress=False)
+    b = render(model, class_logit(2), steps=3, progress=False)
+    assert torch.equal(a.images, b.images)
+    assert model.training and model.net.drop.training

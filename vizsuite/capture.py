@@ -176,7 +176,12 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
     net.eval().requires_grad_(False)
     keep = list(dict.fromkeys(keep))
     output = output or not keep
-    if fold_batchnorm and _fold_all(net, {id(_resolve(net, name)) for name in keep}):
+    keep_ids = {id(_resolve(net, name)) for name in keep}
+    try:
+        folded = fold_batchnorm and _fold_all(net, keep_ids)
+    except Exception:  # noqa: BLE001 - e.g. a parametrized weight that refuses assignment
+        return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False)
+    if folded:
         modes = [(m, m.training) for m in model.modules()]
         try:
             model.eval()  # the reference needs running statistics; the caller's flags come back below

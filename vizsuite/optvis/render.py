@@ -195,6 +195,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
 
     result = RenderResult(images=torch.empty(0), steps=steps, seed=seed, objective=objective.description,
                           layers=objective.layers)
+    net = None
     side = _input_size(model) or param.size[0]
     example = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     bar = None
@@ -204,8 +205,10 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         bar = tqdm(total=steps, disable=not progress, desc="render", unit="step", leave=False)
         start = time.perf_counter()
         net = inference_copy(model, example, keep=objective.layers, output=objective.needs_logits,
-                             channels_last=channels_last,
-                             fold_batchnorm=fold_batchnorm)
+                             channels_last=channels_last, fold_batchnorm=fold_batchnorm)
+        if net is model:  # not copyable: run the caller's model in eval mode, restored below
+            was_training = model.training
+            model.eval()
         with _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
@@ -232,6 +235,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     finally:
         if bar is not None:
             bar.close()
+        if net is model:
+            model.train(was_training)
     with torch.no_grad():
         result.images = param().detach().cpu()
     result.snapshots[steps] = result.images
