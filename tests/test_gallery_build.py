@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from PIL import Image
 
 from .cli_helpers import assert_bad_input, run_cli
 from .conftest import PHOTOS, ROOT
-from .test_gallery_site import _Links
+from .site_helpers import check_links
 
 TINY = str(ROOT / "tests" / "models" / "tiny_gallery_model.py") + ":spec"
 TINY_ARGS = ["--layers", "relu2,relu3", "--units", "3", "--steps", "3", "--size", "32", "--diversity", "2",
@@ -31,22 +30,6 @@ def tiny_images(tmp_path_factory) -> Path:
     for i in range(5):
         Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(folder / f"img{i}.png")
     return folder
-
-
-def check_links(site: Path) -> int:
-    """Every href/src of every page resolves to a file inside the site; returns how many."""
-    checked = 0
-    for page in site.rglob("*.html"):
-        parser = _Links()
-        parser.feed(page.read_text("utf-8"))
-        for tag, ref in parser.refs:
-            parts = urlsplit(ref)
-            assert not parts.scheme and not parts.netloc, f"{page}: external {ref}"
-            target = (page.parent / unquote(parts.path)).resolve()
-            assert target.is_file(), f"{page.relative_to(site)}: {tag} -> {ref} missing"
-            assert site.resolve() in target.parents
-            checked += 1
-    return checked
 
 
 def site_files(site: Path) -> dict[str, bytes]:
