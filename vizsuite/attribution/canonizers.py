@@ -177,7 +177,15 @@ def _residual_kind(module: nn.Module) -> Optional[str]:
     return None
 
 
-class ResidualCanonizer(AttributeCanonizer):
+class _MappedCanonizer(AttributeCanonizer):
+    """An AttributeCanonizer whose `apply` undoes every instance it registered if one fails."""
+
+    def apply(self, root_module: nn.Module) -> list:
+        found = [(m, a) for n, m in root_module.named_modules() if (a := self.attribute_map(n, m)) is not None]
+        return apply_safely(self, root_module, found)
+
+
+class ResidualCanonizer(_MappedCanonizer):
     """Residual additions become `canonizer_sum` modules (zennit `Sum`, Norm rule in composites).
 
     Overloads `forward` (and adds `canonizer_sum`) as instance attributes; removal deletes them,
@@ -186,10 +194,6 @@ class ResidualCanonizer(AttributeCanonizer):
 
     def __init__(self):
         super().__init__(_residual_attributes)
-
-    def apply(self, root_module: nn.Module) -> list:
-        found = [(m, a) for n, m in root_module.named_modules() if (a := self.attribute_map(n, m)) is not None]
-        return apply_safely(self, root_module, found)
 
     def copy(self):
         return ResidualCanonizer()
@@ -210,7 +214,7 @@ def _concat_attributes(name: str, module: nn.Module) -> Optional[dict]:
     return None
 
 
-class ConcatCanonizer(AttributeCanonizer):
+class ConcatCanonizer(_MappedCanonizer):
     """Inception branch joins as `Concat` modules (torchvision GoogLeNet's functional torch.cat).
 
     Concatenation is linear and its gradient splits relevance exactly by channel, so no rule is
@@ -220,10 +224,6 @@ class ConcatCanonizer(AttributeCanonizer):
 
     def __init__(self):
         super().__init__(_concat_attributes)
-
-    def apply(self, root_module: nn.Module) -> list:
-        found = [(m, a) for n, m in root_module.named_modules() if (a := self.attribute_map(n, m)) is not None]
-        return apply_safely(self, root_module, found)
 
     def copy(self):
         return ConcatCanonizer()
