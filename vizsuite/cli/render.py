@@ -51,6 +51,9 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="forward-pass precision: bf16 autocast is faster on CPUs with bf16 "
                         "instructions and on GPUs; the image and optimizer stay fp32 (default fp32)")
+    p.add_argument("--exact-relu-grad", action="store_true",
+                   help="plain ReLU gradients (default: Lucid's redirected gradient where an image's "
+                        "gradient dies at a ReLU layer, so units that start silent can still be reached)")
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -204,7 +207,8 @@ def run(args) -> int:
                            decay_power=args.decay_power, alpha=args.alpha, generator=generator)
         result = render(model, full, param=param, transforms=args.transforms, steps=args.steps, lr=args.lr,
                         generator=generator, seed=args.seed, device=model.mean.device,
-                        progress=not args.quiet, precision=args.precision)
+                        progress=not args.quiet, precision=args.precision,
+                        redirect_relu=not args.exact_relu_grad)
         values = evaluate(model, objective, result.images)
         for i, ((target, _), k) in enumerate(job):
             name = _filename(target, args.negative, k, kdiv)
@@ -221,7 +225,7 @@ def run(args) -> int:
                 "value": float(values[i]) * sign, "steps": args.steps, "size": size, "seed": args.seed,
                 "param": args.param, "decorrelate": not args.no_decorrelate, "transforms": args.transforms,
                 "alpha": args.alpha, "negative": args.negative, "diversity_index": k,
-                "precision": args.precision,
+                "precision": args.precision, "redirect_relu": not args.exact_relu_grad,
                 "seconds": round(result.seconds / len(job), 3), "file": name,
             })
     write_manifest(out_dir, items)

@@ -29,6 +29,7 @@ from ..capture import Capture, inference_copy
 from ..errors import UserError
 from .objectives import Context, Objective, as_objective
 from .param import ImageParam, composite, random_background
+from .relu import redirect_relus
 from .transforms import Transform, get_transforms
 
 
@@ -147,7 +148,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
            generator: Optional[torch.Generator] = None, device=None, progress: bool = True,
            fft: bool = True, decorrelate: bool = True, decay_power: float = 1.0,
            alpha: bool = False, precision: str = "fp32", channels_last: bool = True,
-           fold_batchnorm: bool = True) -> RenderResult:
+           fold_batchnorm: bool = True, redirect_relu: bool = True) -> RenderResult:
     """Optimize images to maximize `objective` (an Objective, or a list: one per image).
 
     param: an ImageParam (default: `ImageParam(size or model input size, batch, fft=fft,
@@ -164,6 +165,10 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         computation, faster convolutions and pooling.
     fold_batchnorm: fold batch norms into the convolutions before them (outside the objective's
         layers); the same function up to float rounding, one memory pass less per layer.
+    redirect_relu: Lucid's redirected ReLU gradient (`optvis.relu`): an image whose gradient
+        dies at a ReLU / ReLU6 layer gets the gradient passed through there instead (only
+        where it pushes inputs back towards the active range); otherwise the exact gradient.
+        Needs the model copy: a model that cannot be deep-copied is rendered with exact ReLUs.
     The loop runs on `capture.inference_copy(model)`: an eval-mode copy with frozen weights (and
     the two options above); the caller's model, its modes, layout and hooks are never touched.
     """
@@ -209,6 +214,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         if net is model:  # not copyable: run the caller's model in eval mode, restored below
             was_training = model.training
             model.eval()
+        elif redirect_relu:
+            redirect_relus(net)
         with _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
