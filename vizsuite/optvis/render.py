@@ -27,6 +27,7 @@ from torch import nn
 
 from ..capture import Capture, inference_copy
 from ..errors import UserError
+from ..memory import keep_freed_memory
 from .objectives import Context, Objective, as_objective
 from .param import ImageParam, composite, random_background
 from .relu import redirect_relus
@@ -216,7 +217,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
             model.eval()
         elif redirect_relu:
             redirect_relus(net)
-        with _Forward(net, objective, precision) as forward:
+        with keep_freed_memory(), _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 images = param()
