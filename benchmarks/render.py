@@ -1,6 +1,6 @@
 """Speed and strength of feature visualization: vizsuite.optvis.render vs torch-lucent render_vis.
 
-    python benchmarks/render.py [--steps 128] [--threads 2] [--precision fp32,bf16]
+    python benchmarks/render.py [--steps 128] [--threads 2] [--precision fp32,bf16] [--seeds 0,1,2]
                                 [--peers /tmp/vizsuite-peers/bin/python]
 
 Same model weights, layer, units, steps, image size (224 parameter image), thread count, on the
@@ -10,7 +10,10 @@ plain image at the model's input size (no transforms). Writes benchmarks/results
 Both engines use their defaults otherwise (fft + decorrelated colour, Adam lr 0.05, their own
 standard transforms). vizsuite runs once per --precision (fp32, and bf16 autocast for the
 forward pass), against the same lucent run; the table is rewritten after every row so an
-interrupted run keeps what it measured.
+interrupted run keeps what it measured. With several --seeds, each engine renders every row once
+per seed (lucent's numpy RNG, which draws its transforms, seeded too) and the table reports the
+mean seconds and, per unit, the mean activation over the seeds: one seed's activation moves by a
+few percent (lucent's InceptionV1 16-unit mean: 0.46 in one run, 0.48 in another).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ import json, sys, time
 import numpy as np, torch
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
+import random
+random.seed(cfg["seed"])
+np.random.seed(cfg["seed"])   # lucent draws its jitter, scale and rotation from numpy
 from lucent.optvis import render, param, objectives
 if cfg["model"] == "inceptionv1":
     from lucent.modelzoo import inceptionv1
@@ -95,7 +101,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma list of seeds; rows report means over them")
     ap.add_argument("--peers", default="/tmp/vizsuite-peers/bin/python")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--precision", default="fp32,bf16", help="comma list of vizsuite precisions to time")
@@ -113,6 +119,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vizsuite-bench-"))
     load0 = os.getloadavg()[0]
     precisions = [p for p in args.precision.split(",") if p]
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     for name, peer_layer, layer, units in CASES:
         if name not in args.models.split(","):
             continue
@@ -122,20 +129,29 @@ def main() -> None:
         for k in (1, args.batch):
             us = units[:k]
             objective = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
-            cfg = dict(model=name, layer=peer_layer, units=us, steps=args.steps, size=args.size,
-                       threads=args.threads, seed=args.seed, weights=str(weights), out=str(tmp / "l.npy"))
-            lsec, limgs = run_lucent(args.peers, cfg)
             plain = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
-            lucent_act = evaluate(model, plain, limgs)
+            lucent = []  # (seconds, per-unit activation) per seed
+            ours = {p: [] for p in precisions}
+            for seed in seeds:
+                cfg = dict(model=name, layer=peer_layer, units=us, steps=args.steps, size=args.size,
+                           threads=args.threads, seed=seed, weights=str(weights), out=str(tmp / "l.npy"))
+                lsec, limgs = run_lucent(args.peers, cfg)
+                lucent.append((lsec, evaluate(model, plain, limgs)))
+                for precision in precisions:
+                    res = render(model, objective, steps=args.steps, size=args.size, seed=seed, progress=False,
+                                 precision=precision)
+                    ours[precision].append((res.seconds, evaluate(model, plain, res.images)))  # fp32 scoring
+            lsec = sum(t for t, _ in lucent) / len(seeds)
+            lucent_act = torch.stack([a for _, a in lucent]).mean(0)
             for precision in precisions:
-                res = render(model, objective, steps=args.steps, size=args.size, seed=args.seed, progress=False,
-                             precision=precision)
-                ours_act = evaluate(model, plain, res.images)  # always scored in fp32
+                osec = sum(t for t, _ in ours[precision]) / len(seeds)
+                ours_act = torch.stack([a for _, a in ours[precision]]).mean(0)
                 rows.append(dict(model=name, layer=layer, k=k, steps=args.steps, size=args.size,
-                                 precision=precision, ours_s=res.seconds, lucent_s=lsec,
-                                 ours_uph=3600 * k / res.seconds, lucent_uph=3600 * k / lsec,
+                                 precision=precision, ours_s=osec, lucent_s=lsec,
+                                 ours_uph=3600 * k / osec, lucent_uph=3600 * k / lsec,
                                  ours_act=float(ours_act.mean()), lucent_act=float(lucent_act.mean()),
-                                 wins=int((ours_act >= lucent_act).sum()), load=os.getloadavg()[0]))
+                                 wins=int((ours_act >= lucent_act).sum()), load=os.getloadavg()[0],
+                                 seeds=len(seeds)))
                 print(json.dumps(rows[-1]), flush=True)
                 write_table(rows, args, load0, os.getloadavg()[0], quiet=True)
     write_table(rows, args, load0, os.getloadavg()[0])
@@ -148,7 +164,8 @@ def write_table(rows, args, load0, load1, quiet=False):
     lines = [
         "# render: vizsuite vs torch-lucent 0.1.8",
         "",
-        f"CPU, {args.threads} threads, {args.steps} steps, {args.size} px parameter image, seed {args.seed}. "
+        f"CPU, {args.threads} threads, {args.steps} steps, {args.size} px parameter image, seeds {args.seeds} "
+        f"(seconds and each unit's activation: means over the seeds). "
         f"Activation = mean channel activation of the returned image at the model's input size, no "
         f"transforms, scored by the same code for both engines (mean over the units of the row). "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')} for both engines. "
