@@ -26,7 +26,7 @@ def test_render_writes_pngs_and_manifest(tmp_path):
         assert KEYS <= set(item)
         assert item["model"] == "efficientnet_lite0" and item["steps"] == 3 and item["size"] == 48
         assert item["seed"] == 1 and isinstance(item["value"], float)
-        assert item["redirect_relu"] is True  # Lucid's redirected ReLU gradient by default
+        assert item["relu_grad"] == "redirect"  # efficientnet_lite0's default: Lucid's rule
         img = Image.open(out / item["file"])
         assert img.size == (48, 48) and img.mode == "RGB"
 
@@ -54,11 +54,11 @@ def test_render_class_negative_alpha_diversity(tmp_path):
 def test_render_bf16_precision_option(tmp_path):
     out = tmp_path / "bf16"
     code, _, err = run_cli("render", "efficientnet_lite0", "blocks.2:3", "--precision", "bf16",
-                           "--steps", "2", "--size", "32", "--exact-relu-grad", "-o", out, "--quiet")
+                           "--steps", "2", "--size", "32", "--relu-grad", "exact", "-o", out, "--quiet")
     assert code == 0, err
     items = json.loads((out / "manifest.json").read_text())["items"]
     assert items[0]["precision"] == "bf16" and isinstance(items[0]["value"], float)
-    assert items[0]["redirect_relu"] is False
+    assert items[0]["relu_grad"] == "exact"
 
 @pytest.mark.parametrize("argv,contains", [
     (["blocks.99:1"], "unknown layer"),

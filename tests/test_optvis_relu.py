@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from vizsuite.optvis import channel, evaluate, render
-from vizsuite.optvis.relu import RedirectedReLU, redirect_relus
+from vizsuite.optvis.relu import LEAK, RedirectedReLU, redirect_relus
 
 
 def _grad(module, x, g):
@@ -64,10 +65,34 @@ def _dead_unit_model():
 def test_render_wakes_a_dead_unit_and_leaves_the_callers_model_alone():
     model = _dead_unit_model()
     kw = dict(size=32, steps=60, seed=0, progress=False, transforms="none")
-    exact = render(model, channel("1", 0), redirect_relu=False, **kw)
+    exact = render(model, channel("1", 0), relu_grad="exact", **kw)
     redirected = render(model, channel("1", 0), **kw)
-    start = render(model, channel("1", 0), redirect_relu=False, **{**kw, "steps": 1}).images
+    start = render(model, channel("1", 0), relu_grad="exact", **{**kw, "steps": 1}).images
     assert torch.equal(exact.images, start)  # no gradient ever: the image never moved
     assert evaluate(model, channel("1", 0), exact.images).item() == 0
     assert evaluate(model, channel("1", 0), redirected.images).item() > 0.01  # it fires
     assert type(model[1]) is nn.ReLU  # only the render's private copy was changed
+
+
+def test_leaky_rule_is_torch_lucents():
+    """lucent's RedirectedReLU: grad where the input is positive, 0.1 x grad where negative."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    g = torch.randn_like(x)
+    got = _grad(RedirectedReLU(0.0, None, "leaky"), x, g)
+    torch.testing.assert_close(got, torch.where(x < 0, LEAK * g, g), rtol=0, atol=0)
+    x6 = 8 * x
+    got6 = _grad(RedirectedReLU(0.0, 6.0, "leaky"), x6, g)
+    torch.testing.assert_close(got6, torch.where((x6 < 0) | (x6 > 6), LEAK * g, g), rtol=0, atol=0)
+
+
+def test_default_rule_comes_from_the_model_card(tmp_path):
+    from vizsuite.errors import UserError
+    from vizsuite.optvis.render import default_relu_grad
+    from vizsuite.zoo import load_model
+
+    assert default_relu_grad(load_model("inceptionv1", random_weights=True)) == "leaky"
+    assert default_relu_grad(load_model("efficientnet_lite0", random_weights=True)) == "redirect"
+    assert default_relu_grad(_dead_unit_model()) == "redirect"  # a plain module has no card
+    with pytest.raises(UserError, match="relu_grad"):
+        render(_dead_unit_model(), channel("1", 0), relu_grad="sometimes", steps=1, progress=False)

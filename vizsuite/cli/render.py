@@ -51,9 +51,11 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="forward-pass precision: bf16 autocast is faster on CPUs with bf16 "
                         "instructions and on GPUs; the image and optimizer stay fp32 (default fp32)")
-    p.add_argument("--exact-relu-grad", action="store_true",
-                   help="plain ReLU gradients (default: Lucid's redirected gradient where an image's "
-                        "gradient dies at a ReLU layer, so units that start silent can still be reached)")
+    p.add_argument("--relu-grad", choices=("redirect", "leaky", "exact"), default=None,
+                   help="gradient through ReLU/ReLU6 layers: redirect (Lucid's: where an image's "
+                        "gradient dies at a layer, pass it through towards the active range), leaky "
+                        "(torch-lucent's InceptionV1: 0.1 x through inactive inputs) or exact "
+                        "(default: the model's; leaky for inceptionv1, redirect otherwise)")
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -163,9 +165,11 @@ def run(args) -> int:
     from ..images import save_png
     from ..optvis import objectives as O
     from ..optvis import ImageParam, evaluate, render
+    from ..optvis.render import default_relu_grad
 
     model = model_from_args(args)
     targets = _targets(args, model)  # all validation happens before the long job
+    relu_grad = args.relu_grad or default_relu_grad(model)
     out_dir = Path(args.out)
     size = args.size or model.input_size
     sign = -1.0 if args.negative else 1.0
@@ -207,8 +211,7 @@ def run(args) -> int:
                            decay_power=args.decay_power, alpha=args.alpha, generator=generator)
         result = render(model, full, param=param, transforms=args.transforms, steps=args.steps, lr=args.lr,
                         generator=generator, seed=args.seed, device=model.mean.device,
-                        progress=not args.quiet, precision=args.precision,
-                        redirect_relu=not args.exact_relu_grad)
+                        progress=not args.quiet, precision=args.precision, relu_grad=relu_grad)
         values = evaluate(model, objective, result.images)
         for i, ((target, _), k) in enumerate(job):
             name = _filename(target, args.negative, k, kdiv)
@@ -225,7 +228,7 @@ def run(args) -> int:
                 "value": float(values[i]) * sign, "steps": args.steps, "size": size, "seed": args.seed,
                 "param": args.param, "decorrelate": not args.no_decorrelate, "transforms": args.transforms,
                 "alpha": args.alpha, "negative": args.negative, "diversity_index": k,
-                "precision": args.precision, "redirect_relu": not args.exact_relu_grad,
+                "precision": args.precision, "relu_grad": relu_grad,
                 "seconds": round(result.seconds / len(job), 3), "file": name,
             })
     write_manifest(out_dir, items)

@@ -1,4 +1,9 @@
-"""Redirected ReLU gradients: Lucid's `relu_gradient_override`, on by default there and here.
+"""Redirected ReLU gradients: how render back-propagates through ReLU / ReLU6 layers.
+
+Three rules (`render(relu_grad=...)`, `vizsuite render --relu-grad`):
+  exact     the true gradient.
+  redirect  Lucid's `relu_gradient_override` (on by default there; vizsuite's default).
+  leaky     torch-lucent's InceptionV1 rule: 0.1 x the gradient through every inactive input.
 
 A unit that no part of the start image excites gets no gradient through the ReLUs in front of
 it, and the optimization never takes off. Lucid's fix (lucid/misc/redirected_relu_grad.py):
@@ -8,9 +13,10 @@ gradient through instead, except where it would push an already negative input f
 the exact one, so a render that never hits a dead layer is unchanged.
 
 torch-lucent's InceptionV1 instead leaks 0.1 x the gradient through every negative input at
-every step; measured at 64 steps (benchmarks/results/render.md notes) that helps a random-weight
-InceptionV1 a little more but costs EfficientNet-Lite0 a third of its activation at blocks.5,
-so vizsuite uses Lucid's rule.
+every step. Measured at 64 steps (8-16 units, seed 0): on a random-weight InceptionV1 mixed4a
+exact 0.423, redirect 0.464, leaky 0.478; on efficientnet_lite0 blocks.5 exact 59.5, redirect
+59.2, leaky 40.5. So the default is per model (`ModelSpec.relu_grad`, from the model card):
+InceptionV1 uses lucent's rule, as its torch-lucent port always does, every other model Lucid's.
 
 Only the render loop's private model copy gets these modules (`redirect_relus`); the
 caller's model is never changed.
@@ -53,38 +59,68 @@ class _RedirectedClamp(torch.autograd.Function):
         return torch.where(flows, exact, grad.masked_fill(push, 0)), None, None
 
 
-class RedirectedReLU(nn.Module):
-    """clamp(x, lo, hi) forward (ReLU: hi None; ReLU6: 0, 6); Lucid's redirected gradient backward."""
+class _LeakyClamp(torch.autograd.Function):
+    """torch-lucent's RedirectedReLU (lucent/modelzoo/inceptionv1/helper_layers.py), also for ReLU6."""
 
-    def __init__(self, lo: float = 0.0, hi: Optional[float] = None):
+    @staticmethod
+    def forward(ctx, x, lo: float, hi: Optional[float]):
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        outside = x < ctx.lo
+        if ctx.hi is not None:
+            outside |= x > ctx.hi
+        return torch.where(outside, LEAK * grad, grad), None, None
+
+
+LEAK = 0.1
+RELU_GRADS = ("exact", "redirect", "leaky")
+_FUNCTIONS = {"redirect": _RedirectedClamp, "leaky": _LeakyClamp}
+
+
+class RedirectedReLU(nn.Module):
+    """clamp(x, lo, hi) forward (ReLU: hi None; ReLU6: 0, 6); a `rule` gradient backward
+    ("redirect": Lucid's, "leaky": torch-lucent's InceptionV1)."""
+
+    def __init__(self, lo: float = 0.0, hi: Optional[float] = None, rule: str = "redirect"):
         super().__init__()
-        self.lo, self.hi = float(lo), (None if hi is None else float(hi))
+        if rule not in _FUNCTIONS:
+            raise ValueError(f"rule must be one of {', '.join(_FUNCTIONS)}, not {rule!r}")
+        self.lo, self.hi, self.rule = float(lo), (None if hi is None else float(hi)), rule
+        self._fn = _FUNCTIONS[rule]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _RedirectedClamp.apply(x, self.lo, self.hi)
+        return self._fn.apply(x, self.lo, self.hi)
 
     def extra_repr(self) -> str:
-        return f"lo={self.lo}, hi={self.hi}"
+        return f"lo={self.lo}, hi={self.hi}, rule={self.rule!r}"
 
 
-def _replacement(module: nn.Module) -> Optional[RedirectedReLU]:
+def _replacement(module: nn.Module, rule: str) -> Optional[RedirectedReLU]:
     # exact types: a subclass may have changed forward, and then it is not a ReLU any more
     if type(module) is nn.ReLU:
-        return RedirectedReLU(0.0, None)
+        return RedirectedReLU(0.0, None, rule)
     if type(module) in (nn.ReLU6, nn.Hardtanh) and module.min_val == 0:
-        return RedirectedReLU(0.0, module.max_val)
+        return RedirectedReLU(0.0, module.max_val, rule)
     return None
 
 
-def redirect_relus(net: nn.Module) -> int:
-    """Replace `net`'s nn.ReLU / nn.ReLU6 modules by RedirectedReLU, in place (call it on a copy).
-
-    Returns how many were replaced. ReLUs applied functionally (F.relu in forward) are not seen.
-    """
+def redirect_relus(net: nn.Module, rule: str = "redirect") -> int:
+    """Replace `net`'s nn.ReLU / nn.ReLU6 modules by RedirectedReLU(rule), in place (call it on a
+    copy); rule "exact" changes nothing. Returns how many were replaced. ReLUs applied
+    functionally (F.relu in forward) are not seen."""
+    if rule not in RELU_GRADS:
+        raise ValueError(f"relu_grad must be one of {', '.join(RELU_GRADS)}, not {rule!r}")
+    if rule == "exact":
+        return 0
     count = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
-            new = _replacement(child)
+            new = _replacement(child, rule)
             if new is not None:
                 setattr(parent, name, new)
                 count += 1

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..memory import keep_freed_memory
 from .objectives import Context, Objective, as_objective
 from .param import ImageParam, composite, random_background
-from .relu import redirect_relus
+from .relu import RELU_GRADS, redirect_relus
 from .transforms import Transform, get_transforms
 
 
@@ -71,6 +71,11 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _input_size(model: nn.Module) -> Optional[int]:
     return getattr(model, "input_size", None)
+
+
+def default_relu_grad(model: nn.Module) -> str:
+    """The ReLU gradient rule render uses for `model` unless told: its spec's, else "redirect"."""
+    return getattr(getattr(model, "spec", None), "relu_grad", "redirect")
 
 
 def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
@@ -149,7 +154,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
            generator: Optional[torch.Generator] = None, device=None, progress: bool = True,
            fft: bool = True, decorrelate: bool = True, decay_power: float = 1.0,
            alpha: bool = False, precision: str = "fp32", channels_last: bool = True,
-           fold_batchnorm: bool = True, redirect_relu: bool = True) -> RenderResult:
+           fold_batchnorm: bool = True, relu_grad: Optional[str] = None) -> RenderResult:
     """Optimize images to maximize `objective` (an Objective, or a list: one per image).
 
     param: an ImageParam (default: `ImageParam(size or model input size, batch, fft=fft,
@@ -166,14 +171,19 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         computation, faster convolutions and pooling.
     fold_batchnorm: fold batch norms into the convolutions before them (outside the objective's
         layers); the same function up to float rounding, one memory pass less per layer.
-    redirect_relu: Lucid's redirected ReLU gradient (`optvis.relu`): an image whose gradient
-        dies at a ReLU / ReLU6 layer gets the gradient passed through there instead (only
-        where it pushes inputs back towards the active range); otherwise the exact gradient.
-        Needs the model copy: a model that cannot be deep-copied is rendered with exact ReLUs.
+    relu_grad: the gradient rule at ReLU / ReLU6 layers (`optvis.relu`): "redirect" (Lucid's:
+        an image whose gradient dies at a layer gets it passed through there, towards the active
+        range; otherwise exact), "leaky" (torch-lucent's InceptionV1: 0.1 x the gradient through
+        inactive inputs) or "exact". Default: the model's `spec.relu_grad` ("redirect" for
+        models without a spec). Needs the model copy: a model that cannot be deep-copied is
+        rendered with exact ReLUs.
     The loop runs on `capture.inference_copy(model)`: an eval-mode copy with frozen weights (and
     the two options above); the caller's model, its modes, layout and hooks are never touched.
     """
     objective = as_objective(objective)
+    relu_grad = default_relu_grad(model) if relu_grad is None else relu_grad
+    if relu_grad not in RELU_GRADS:
+        raise UserError(f"relu_grad must be one of {', '.join(RELU_GRADS)}, not {relu_grad!r}")
     if steps < 1:
         raise UserError(f"steps must be at least 1, got {steps}")
     if precision not in PRECISIONS:
@@ -215,8 +225,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         if net is model:  # not copyable: run the caller's model in eval mode, restored below
             was_training = model.training
             model.eval()
-        elif redirect_relu:
-            redirect_relus(net)
+        else:
+            redirect_relus(net, relu_grad)
         with keep_freed_memory(), _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)

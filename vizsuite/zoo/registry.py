@@ -43,6 +43,7 @@ def spec_from_card(card: dict) -> ModelSpec:
         source=card.get("source", ""),
         licence=card.get("licence", ""),
         weights_hint=card.get("weights_hint", ""),
+        relu_grad=card.get("relu_grad", "redirect"),
     )
 
 

@@ -39,6 +39,8 @@ class ModelSpec:
     source: str = ""
     licence: str = ""
     weights_hint: str = ""
+    #: gradient rule at ReLUs when rendering (vizsuite.optvis.relu): "redirect" | "leaky" | "exact"
+    relu_grad: str = "redirect"
 
     def replace(self, **changes) -> "ModelSpec":
         """A copy with some fields changed (overrides such as --mean/--std/--input-size)."""
