@@ -11,37 +11,42 @@ import pytest
 from vizsuite import memory
 
 CHILD = r"""
-import contextlib, json, resource, sys
+import contextlib, json, resource, statistics, sys
 import torch
 from torch import nn
 torch.set_num_threads(1)
-import vizsuite.optvis.render  # noqa
+import vizsuite.optvis.render  # noqa: F401
 render_module = sys.modules["vizsuite.optvis.render"]
 from vizsuite.optvis import channel, render
 if sys.argv[1] == "off":
     render_module.keep_freed_memory = contextlib.nullcontext
+marks = []
+forward = render_module._Forward.__call__
+def counting(self, images, x):
+    marks.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    return forward(self, images, x)
+render_module._Forward.__call__ = counting
 torch.manual_seed(0)
 model = nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.ReLU(), nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(),
                       nn.Conv2d(48, 4, 3, padding=1))
-render(model, channel("4", 0), size=160, steps=2, progress=False)  # warm-up
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 render(model, channel("4", 0), size=160, steps=12, progress=False)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
+steady = [b - a for a, b in zip(marks[3:], marks[4:])]  # faults per step once warmed up
+print(json.dumps(statistics.median(steady)))
 """
 
 
-def _faults(mode: str) -> int:
+def _faults(mode: str) -> float:
     out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(memory._LIBC is None, reason="glibc malloc only")
 def test_render_reuses_freed_memory_instead_of_faulting_it_in_every_step():
-    # each step allocates ~20 MB of activations and gradients; by default glibc trims the freed
+    # each step allocates ~25 MB of activations and gradients; by default glibc trims the freed
     # heap top after every step, so every step faults it in again (a new process per mode:
-    # mallopt settings cannot be undone within one)
+    # mallopt settings cannot be undone within one). Median faults per step after warm-up:
     off, on = _faults("off"), _faults("on")
-    assert on < off / 3, (on, off)
+    assert off > 500 and on < 50, (on, off)  # measured: off 1,300-7,900, on 0-1.5
 
 
 def test_nesting_and_exit_restore_the_depth():
