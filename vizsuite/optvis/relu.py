@@ -30,13 +30,17 @@ import torch
 from torch import nn
 
 
-class _RedirectedClamp(torch.autograd.Function):
+class _Clamp(torch.autograd.Function):
+    """clamp(x, lo, hi) that keeps its input for a rule-specific backward (the subclasses')."""
+
     @staticmethod
     def forward(ctx, x, lo: float, hi: Optional[float]):
         ctx.save_for_backward(x)
         ctx.lo, ctx.hi = lo, hi
         return x.clamp(lo, hi)
 
+
+class _RedirectedClamp(_Clamp):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
@@ -59,14 +63,8 @@ class _RedirectedClamp(torch.autograd.Function):
         return torch.where(flows, exact, grad.masked_fill(push, 0)), None, None
 
 
-class _LeakyClamp(torch.autograd.Function):
+class _LeakyClamp(_Clamp):
     """torch-lucent's RedirectedReLU (lucent/modelzoo/inceptionv1/helper_layers.py), also for ReLU6."""
-
-    @staticmethod
-    def forward(ctx, x, lo: float, hi: Optional[float]):
-        ctx.save_for_backward(x)
-        ctx.lo, ctx.hi = lo, hi
-        return x.clamp(lo, hi)
 
     @staticmethod
     def backward(ctx, grad):
