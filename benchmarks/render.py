@@ -129,18 +129,17 @@ def main() -> None:
         for k in (1, args.batch):
             us = units[:k]
             objective = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
-            plain = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
             lucent = []  # (seconds, per-unit activation) per seed
             ours = {p: [] for p in precisions}
             for seed in seeds:
                 cfg = dict(model=name, layer=peer_layer, units=us, steps=args.steps, size=args.size,
                            threads=args.threads, seed=seed, weights=str(weights), out=str(tmp / "l.npy"))
                 lsec, limgs = run_lucent(args.peers, cfg)
-                lucent.append((lsec, evaluate(model, plain, limgs)))
+                lucent.append((lsec, evaluate(model, objective, limgs)))
                 for precision in precisions:
                     res = render(model, objective, steps=args.steps, size=args.size, seed=seed, progress=False,
                                  precision=precision)
-                    ours[precision].append((res.seconds, evaluate(model, plain, res.images)))  # fp32 scoring
+                    ours[precision].append((res.seconds, evaluate(model, objective, res.images)))  # fp32 scoring
             lsec = sum(t for t, _ in lucent) / len(seeds)
             lucent_act = torch.stack([a for _, a in lucent]).mean(0)
             for precision in precisions:
