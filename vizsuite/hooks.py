@@ -1,0 +1,265 @@
+"""One hook manager for reading and writing activations (docs/hooks.md).
+
+    with Hooks(model, read=["blocks.4"]) as h:          # read (truncated forward)
+        acts = h(images)                                # runs only as far as blocks.4
+    with Hooks(model, read=["blocks.5"], edits=[zero(parse_unit("blocks.4:3"))], stop_early=False) as h:
+        acts = h(images); logits = h.output             # write: channel 3 of blocks.4 ablated
+
+Contract (the zennit way): hooks are registered on enter and removed on exit, also when the
+forward raises; nothing else of the model is touched (no attributes, no global patching). Names
+resolve once, here, for reads and writes alike. A module called more than once per forward is
+counted: reads keep the first call in `activations` and every call in `calls`; an edit applies
+to the call it names (`call=0`, the default) or to every call (`call=None`).
+Writes act on the output of the module the user named; on `capture.inference_copy` pass the
+written layers in `keep` so that no batch-norm fold moves a named conv's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .errors import UserError, close_matches
+from .units import Unit
+
+Layer = Union[str, nn.Module]
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end the forward pass early; caught by Hooks.__call__."""
+
+
+def resolve(model: nn.Module, name: Layer) -> nn.Module:
+    """The module at a dotted `named_modules()` path (of a VisionModel's inner net); UserError
+    with close matches when unknown. A module passes through."""
+    if isinstance(name, nn.Module):
+        return name
+    layer = getattr(model, "layer", None)
+    if callable(layer) and hasattr(model, "spec"):
+        return layer(name)
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        raise UserError(f"unknown layer {name!r}{close_matches(name, [n for n in modules if n])}")
+    return modules[name]
+
+
+# ---------------------------------------------------------------- edits (writes)
+
+@dataclass
+class Edit:
+    """A write: the output of `layer` becomes `fn(output)` (or `fn(output, input)` with
+    `needs_input`) on call `call` of each forward (None: every call)."""
+
+    layer: Layer
+    fn: Callable
+    call: Optional[int] = 0
+    description: str = ""
+    needs_input: bool = False
+
+    def __str__(self) -> str:
+        return self.description or f"edit({self.layer})"
+
+
+def replace(layer: Layer, value, call: Optional[int] = 0) -> Edit:
+    """The layer outputs `value` (a tensor, broadcast to the output's shape, or a function of
+    the output)."""
+    fn = value if callable(value) else (lambda out: torch.as_tensor(value).to(out).expand_as(out).clone())
+    return Edit(layer, fn, call, f"replace({layer})")
+
+
+def _positioned(unit: Unit, out: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    if unit.y is None:
+        return new
+    mask = torch.zeros(out.shape[-2:], dtype=torch.bool, device=out.device)
+    mask[unit.y, unit.x] = True
+    return torch.where(mask, new, out)
+
+
+def set_unit(unit: Unit, value, call: Optional[int] = 0) -> Edit:
+    """The unit reads `value` (a number, or a tensor N [x H x W]) at its position (everywhere
+    when it has none); the layer changes along the unit's direction only."""
+    def fn(out):
+        v = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        return _positioned(unit, out, unit.basis.set_feature(out, unit.index, v.to(out.device, out.dtype)))
+    return Edit(unit.layer, fn, call, f"set({unit}, {value if not isinstance(value, torch.Tensor) else 'tensor'})")
+
+
+def zero(unit: Unit, call: Optional[int] = 0) -> Edit:
+    """Zero-ablate a unit."""
+    e = set_unit(unit, 0.0, call)
+    e.description = f"zero({unit})"
+    return e
+
+
+def mean_ablate(unit: Unit, mean, call: Optional[int] = 0) -> Edit:
+    """Set a unit to its mean over a reference set (a number, or per-position H x W)."""
+    e = set_unit(unit, mean, call)
+    e.description = f"mean_ablate({unit})"
+    return e
+
+
+def add(layer: Layer, vector, alpha: float = 1.0, call: Optional[int] = 0) -> Edit:
+    """Steer: add alpha x `vector` (C,) at every position of the layer."""
+    vec = torch.as_tensor(vector).flatten()
+
+    def fn(out):
+        if out.shape[1] != vec.numel():
+            raise UserError(f"steering vector has {vec.numel()} values, layer {layer} has {out.shape[1]} channels")
+        shape = (1, -1) + (1,) * (out.dim() - 2)
+        return out + alpha * vec.to(out.device, out.dtype).view(shape)
+    return Edit(layer, fn, call, f"add({layer}, alpha={alpha:g})")
+
+
+def patch(layer: Layer, stored: torch.Tensor, channels: Optional[Sequence[int]] = None,
+          call: Optional[int] = 0) -> Edit:
+    """Patch: the layer's output (or only `channels` of it) becomes `stored`, recorded from
+    other images (same shape; a batch of 1 is broadcast)."""
+    def fn(out):
+        src = stored.to(out.device, out.dtype)
+        if src.shape[1:] != out.shape[1:]:
+            raise UserError(f"patch for {layer}: stored activation {tuple(src.shape[1:])} "
+                            f"does not match the layer's {tuple(out.shape[1:])}")
+        src = src.expand_as(out)
+        if channels is None:
+            return src.clone()
+        new = out.clone()
+        idx = torch.as_tensor(list(channels), dtype=torch.long, device=out.device)
+        new[:, idx] = src[:, idx]
+        return new
+    return Edit(layer, fn, call, f"patch({layer})")
+
+
+def pass_through(module: nn.Module) -> Edit:
+    """The module outputs its input unchanged (also when it works in place)."""
+    return Edit(module, lambda out, inp: inp, None, f"identity({type(module).__name__})", needs_input=True)
+
+
+# ---------------------------------------------------------------- the manager
+
+class Hooks:
+    """Context manager reading named layers and applying edits; call it to run a forward.
+
+    read: layer names (or modules) whose outputs to record; edits: Edits to apply.
+    stop_early: end the forward right after the last read layer produced its output (no
+    compute on later layers; `output` stays None). detach: record detached tensors.
+    strict: a read layer that did not run is an error (else it is just absent).
+    """
+
+    def __init__(self, model: nn.Module, read: Iterable[Layer] = (), edits: Sequence[Edit] = (), *,
+                 stop_early: bool = True, detach: bool = False, strict: bool = True):
+        self.model = model
+        self.strict = strict
+        self.layers = list(dict.fromkeys(read))
+        self.edits = list(edits)
+        self.stop_early = stop_early and bool(self.layers)
+        self.detach = detach
+        self.activations: dict = {}
+        self.calls: dict = {}
+        self.output: Optional[torch.Tensor] = None
+        self._handles: list = []
+        self._count: dict[int, int] = {}
+        self._inputs: dict[int, list] = {}
+        self._reads = {name: resolve(model, name) for name in self.layers}
+        self._writes: dict[int, list[Edit]] = {}
+        self._modules: dict[int, nn.Module] = {}
+        for e in self.edits:
+            m = resolve(model, e.layer)
+            self._writes.setdefault(id(m), []).append(e)
+            self._modules[id(m)] = m
+        self._names: dict[int, list] = {}
+        for name, m in self._reads.items():
+            self._names.setdefault(id(m), []).append(name)
+            self._modules[id(m)] = m
+
+    # -- registration ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Hooks":
+        try:
+            for mid, module in self._modules.items():
+                if isinstance(module, torch.jit.ScriptModule):
+                    name = (self._names.get(mid) or [type(module).__name__])[0]
+                    raise UserError(f"layer {name!r} is part of a TorchScript model, which cannot be hooked; "
+                                    f"load the model from Python code to read its layers")
+                if any(e.needs_input for e in self._writes.get(mid, ())):
+                    self._handles.append(module.register_forward_pre_hook(self._pre_hook(mid)))
+                self._handles.append(module.register_forward_hook(self._hook(mid)))
+            if self.edits:  # a forward run directly on the model (not via __call__) counts calls afresh
+                self._handles.append(self.model.register_forward_pre_hook(lambda m, i: self._reset()))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this manager registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._inputs.clear()
+
+    def _reset(self) -> None:
+        self.activations, self.calls, self._count, self._inputs = {}, {}, {}, {}
+
+    def _pre_hook(self, mid: int):
+        def hook(module, inputs):
+            if not inputs or not isinstance(inputs[0], torch.Tensor):
+                return None
+            # keep the true input: an in-place module would overwrite it before the hook runs
+            self._inputs.setdefault(mid, []).append(inputs[0])
+            return (inputs[0].clone(),) + tuple(inputs[1:])
+        return hook
+
+    def _hook(self, mid: int):
+        def hook(module, inputs, output):
+            call = self._count.get(mid, 0)
+            self._count[mid] = call + 1
+            changed = False
+            for e in self._writes.get(mid, ()):
+                if e.call is None or e.call == call:
+                    output = e.fn(output, self._inputs[mid][call]) if e.needs_input else e.fn(output)
+                    changed = True
+            for name in self._names.get(mid, ()):
+                value = output.detach() if self.detach and isinstance(output, torch.Tensor) else output
+                self.calls.setdefault(name, []).append(value)
+                self.activations.setdefault(name, value)
+            if self.stop_early and len(self.activations) == len(self.layers):
+                raise _StopForward
+            return output if changed else None
+        return hook
+
+    # -- running -----------------------------------------------------------------------------
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        """Run the model on `x`; {layer: activation (first call)}. Sets `.output` if it ran to the end."""
+        if not self._handles:
+            raise RuntimeError("Hooks must be used inside its `with` block")
+        self._reset()
+        self.output = None
+        try:
+            self.output = self.model(x)
+        except _StopForward:
+            pass
+        missing = [n for n in self.layers if n not in self.activations]
+        if missing and self.strict:
+            raise UserError(f"layer(s) {', '.join(map(str, missing))} did not run in the forward pass")
+        return dict(self.activations)
+
+
+def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *, grad: bool = False,
+                stop_early: bool = True, edits: Sequence[Edit] = ()) -> dict:
+    """One-shot read: {layer: activation} for `x`, computing no later layers than needed."""
+    with Hooks(model, layers, edits, stop_early=stop_early, detach=not grad) as h:
+        with torch.set_grad_enabled(grad):
+            return h(x)
+
+
+def run_edited(model: nn.Module, x: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
+    """The model's output on `x` with `edits` applied."""
+    with Hooks(model, (), edits, stop_early=False):
+        return model(x)
