@@ -32,7 +32,7 @@ class _StopForward(Exception):
     """Raised inside a hook to end the forward pass early; caught by Hooks.__call__."""
 
 
-def resolve(model: nn.Module, name: Layer) -> nn.Module:
+def resolve(model: nn.Module, name: Layer, what: str = "layer") -> nn.Module:
     """The module at a dotted `named_modules()` path (of a VisionModel's inner net); UserError
     with close matches when unknown. A module passes through."""
     if isinstance(name, nn.Module):
@@ -42,7 +42,7 @@ def resolve(model: nn.Module, name: Layer) -> nn.Module:
         return layer(name)
     modules = dict(model.named_modules())
     if not name or name not in modules:
-        raise UserError(f"unknown layer {name!r}{close_matches(name, [n for n in modules if n])}")
+        raise UserError(f"unknown {what} {name!r}{close_matches(name, [n for n in modules if n])}")
     return modules[name]
 
 

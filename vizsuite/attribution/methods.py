@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from ..capture import Capture, inference_copy
+from ..hooks import resolve
 from ..errors import UserError, close_matches
 from ..zoo.spec import VisionModel
-from .targets import Target, TargetSpec, parse_target, resolve_targets, unit_mask, unit_value
+from .targets import Target, TargetSpec, parse_target, resolve_targets
 
 # Gauss-Legendre, 256 nodes first; rows whose completeness delta is over 1% of
 # |f(x) - f(baseline)| are redone with doubled steps up to 4 x 256 (see _integrated_gradients).
@@ -117,13 +118,6 @@ def _bounds(model: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return low.to(like), high.to(like)
 
 
-def _layer(net: nn.Module, name: str) -> nn.Module:
-    modules = dict(net.named_modules())
-    if not name or name not in modules:
-        raise UserError(f"unknown layer {name!r}{close_matches(name, [n for n in modules if n])}")
-    return modules[name]
-
-
 def _unit_forward(model: nn.Module, unit, space: str = "x"):
     """f(input) -> the unit's value per row; runs the network only up to the unit's layer."""
     net, normalize = split_model(model)
@@ -131,7 +125,7 @@ def _unit_forward(model: nn.Module, unit, space: str = "x"):
     def forward(inp: torch.Tensor) -> torch.Tensor:
         with Capture(net, [unit.layer], stop_early=True) as cap:
             acts = cap(normalize(inp) if space == "x" else inp)
-        return unit_value(acts[unit.layer], unit)
+        return unit.value(acts[unit.layer])
 
     return forward
 
@@ -293,27 +287,15 @@ def _smoothgrad(model, x, spec, rows, logits, opts):
 
 def default_cam_layer(net: nn.Module, z: torch.Tensor) -> str:
     """The last module (in completion order) with a spatial output larger than 1 x 1."""
-    last, handles = None, []
-
-    def hook(name):
-        def fn(module, inputs, output):
-            nonlocal last
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[2:]) > 1:
-                last = name
-        return fn
-
-    try:
-        for name, module in net.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(hook(name)))
-        with torch.no_grad():
-            net(z[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    if last is None:
+    names = [n for n, _ in net.named_modules() if n]
+    with Capture(net, names, stop_early=False, detach=True, strict=False) as cap, torch.no_grad():
+        cap(z[:1])
+        # completion order: a module's first call is recorded when it returns
+        done = [n for n, a in cap.activations.items()
+                if isinstance(a, torch.Tensor) and a.dim() == 4 and min(a.shape[2:]) > 1]
+    if not done:
         raise UserError("no spatial layer found for Grad-CAM; pass layer=NAME")
-    return last
+    return done[-1]
 
 
 def _gradcam(model, x, spec, rows, logits, opts):
@@ -321,11 +303,9 @@ def _gradcam(model, x, spec, rows, logits, opts):
 
     net, normalize = split_model(model)
     layer = opts["layer"] or (spec.unit.layer if spec.kind == "unit" else default_cam_layer(net, normalize(x)))
-    modules = dict(net.named_modules())
-    if layer not in modules or not layer:
-        raise UserError(f"unknown Grad-CAM layer {layer!r}{close_matches(layer, [n for n in modules if n])}")
+    module = resolve(net, layer, "Grad-CAM layer")
     xr = _expand(x, rows)
-    cam = LayerGradCam(_forward_for(model, spec), modules[layer]).attribute(
+    cam = LayerGradCam(_forward_for(model, spec), module).attribute(
         xr, target=_captum_target(rows), relu_attributions=bool(opts["relu"]))
     if cam.dim() != 4:
         raise UserError(f"Grad-CAM layer {layer} has no spatial output (shape {tuple(cam.shape[1:])})")
@@ -344,7 +324,7 @@ def _lrp(model, x, spec, rows, logits, opts):
     composite = build_composite(opts["composite"], net, low=low, high=high, rules=opts["rules"],
                                 epsilon=opts["epsilon"], gamma=opts["gamma"], stabilizer=opts["stabilizer"],
                                 canonizers=opts["canonizers"],
-                                keep=[_layer(net, spec.unit.layer)] if spec.kind == "unit" else ())
+                                keep=[resolve(net, spec.unit.layer)] if spec.kind == "unit" else ())
     verify_canonizers(net, z, composite.canonizers)
     z.requires_grad_(True)
     out_logits = None
@@ -354,7 +334,7 @@ def _lrp(model, x, spec, rows, logits, opts):
             with Capture(net, [spec.unit.layer], stop_early=True) as cap:
                 act = cap(z)[spec.unit.layer]
             rows = resolve_targets(model, spec, None, x.shape[0])
-            seeds = [unit_mask(act, spec.unit) * act.detach()]
+            seeds = [spec.unit.gradient(act) * act.detach()]
             heads = [act]
             per_image = 1
         else:
@@ -478,15 +458,17 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target="top1", method: str
               **options) -> Attribution:
     """Attribute `target` for `inputs` (N x C x H x W in [0, 1], or C x H x W) with `method`.
 
-    target: class index, label, 'topK', a list of indices (one per image) or 'LAYER:UNIT[@Y,X]'.
+    target: class index, label, 'topK', a list of indices (one per image), a `units.Unit` or its
+    text 'LAYER:K[@Y,X]' / 'LAYER/BASIS:K' (docs/units.md; pass `bases={NAME: Basis}`).
     method: saliency | gradient_x_input | integrated_gradients | smoothgrad | gradcam | lrp
     (aliases ig, gxi, sg, grad_cam). Options per method, e.g. steps/baseline/internal_batch_size
     (ig), base/samples/sigma (smoothgrad, plus the base method's options), layer (gradcam),
     composite/rules/epsilon/gamma/canonizers (lrp).
     """
     name = resolve_method(method)
+    bases = options.pop("bases", None)  # NAME -> Basis for `LAYER/BASIS:K` targets
     opts = _options(name, options)
-    spec = parse_target(target)
+    spec = parse_target(target, bases)
     if not isinstance(inputs, torch.Tensor):
         raise UserError("inputs must be a tensor N x C x H x W in [0, 1]")
     x = inputs.unsqueeze(0) if inputs.dim() == 3 else inputs

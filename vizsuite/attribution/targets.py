@@ -13,8 +13,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ..capture import Unit, parse_unit
 from ..errors import UserError
+from ..units import Unit, parse_unit
 
 TargetLike = Union[int, str, Unit, Sequence[int], "TargetSpec"]
 
@@ -57,12 +57,14 @@ class Target:
     def as_dict(self) -> dict:
         if self.kind == "unit":
             return {"kind": "unit", "unit": str(self.unit), "layer": self.unit.layer,
-                    "channel": self.unit.channel, "y": self.unit.y, "x": self.unit.x}
+                    "channel": self.unit.channel, "y": self.unit.y, "x": self.unit.x,
+                    **({"basis": self.unit.basis.ref()} if not self.unit.is_channel else {})}
         return {"kind": "class", "index": self.index, "label": self.label, "rank": self.rank}
 
 
-def parse_target(target: TargetLike) -> TargetSpec:
-    """Turn what a user typed (or passed) into a TargetSpec; UserError for malformed input."""
+def parse_target(target: TargetLike, bases=None) -> TargetSpec:
+    """Turn what a user typed (or passed) into a TargetSpec; UserError for malformed input.
+    `bases` (NAME -> Basis) resolves `LAYER/BASIS:K` units."""
     if isinstance(target, TargetSpec):
         return target
     if isinstance(target, Unit):
@@ -88,7 +90,7 @@ def parse_target(target: TargetLike) -> TargetSpec:
     if re.fullmatch(r"-?\d+", text):
         return TargetSpec("class", index=int(text))
     if ":" in text:
-        return TargetSpec("unit", unit=parse_unit(text))
+        return TargetSpec("unit", unit=parse_unit(text, bases))
     return TargetSpec("label", label=text)
 
 
@@ -121,40 +123,3 @@ def resolve_targets(model, spec: TargetSpec, logits: Optional[torch.Tensor], n: 
     k = min(spec.k, classes)
     top = logits.detach().topk(k, dim=1).indices.tolist()
     return [Target(i, "class", c, label(c), rank=r + 1) for i in range(n) for r, c in enumerate(top[i])]
-
-
-def unit_value(activation: torch.Tensor, unit: Unit) -> torch.Tensor:
-    """A unit's value per row: channel mean over positions, or one neuron at @Y,X."""
-    check_unit_shape(activation, unit)
-    a = activation[:, unit.channel]
-    if unit.y is not None:
-        return a[:, unit.y, unit.x]
-    return a.flatten(1).mean(1) if a.dim() > 1 else a
-
-
-def unit_mask(activation: torch.Tensor, unit: Unit) -> torch.Tensor:
-    """d(unit_value)/d(activation): the weights that select the unit (same shape as activation)."""
-    check_unit_shape(activation, unit)
-    mask = torch.zeros_like(activation)
-    if unit.y is not None:
-        mask[:, unit.channel, unit.y, unit.x] = 1.0
-    else:
-        sub = mask[:, unit.channel]
-        sub += 1.0 / max(1, sub[0].numel())
-    return mask
-
-
-def check_unit_shape(activation: torch.Tensor, unit: Unit) -> None:
-    """UserError when the unit does not exist in this activation (N x C [x H x W])."""
-    if not isinstance(activation, torch.Tensor) or activation.dim() < 2:
-        raise UserError(f"layer {unit.layer} does not output a tensor with channels")
-    channels = activation.shape[1]
-    if not 0 <= unit.channel < channels:
-        raise UserError(f"unit {unit.channel} out of range for layer {unit.layer} "
-                        f"({channels} channels: 0..{channels - 1})")
-    if unit.y is not None:
-        if activation.dim() != 4:
-            raise UserError(f"layer {unit.layer} has no spatial positions (shape {tuple(activation.shape[1:])})")
-        h, w = activation.shape[2:]
-        if not (0 <= unit.y < h and 0 <= unit.x < w):
-            raise UserError(f"position @{unit.y},{unit.x} out of range for layer {unit.layer} ({h}x{w})")

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..units import Directions, Unit, parse_unit
+from ..units import spatial as _spatial
 
 # description precedence: atoms bind tightest, then * and /, then + and -
 _ATOM, _MUL, _ADD = 3, 2, 1
@@ -158,15 +160,6 @@ def _args(*parts, batch=None, **named) -> str:
     return ", ".join(items)
 
 
-def _spatial(a: torch.Tensor) -> torch.Tensor:
-    """N x C x H x W view of an activation (N x C becomes N x C x 1 x 1)."""
-    if a.dim() == 2:
-        return a[:, :, None, None]
-    if a.dim() == 4:
-        return a
-    raise UserError(f"cannot read channels from an activation of shape {tuple(a.shape)}")
-
-
 def _check_channel(a: torch.Tensor, layer: str, channel: int) -> None:
     if not 0 <= channel < a.shape[1]:
         raise UserError(f"unit {channel} out of range for layer {layer} ({a.shape[1]} channels)")
@@ -178,30 +171,34 @@ def _q(s: str) -> str:
 
 # ---------------------------------------------------------------- unit objectives (rewards)
 
+def unit(u, batch: Optional[int] = None, bases=None) -> Objective:
+    """Any unit (docs/units.md): a `units.Unit` or its text (`LAYER:K`, `LAYER:K@Y,X`,
+    `LAYER/BASIS:K` with `bases`), read as `Unit.value` (mean over positions unless it has one)."""
+    u = parse_unit(u, bases)
+
+    def fn(ctx):
+        return _select(u.value(_spatial(ctx.act(u.layer), u.layer)), batch)
+
+    if u.is_channel and u.reduce == "mean":
+        desc = (f"neuron({_q(u.layer)}, {_args(u.index, batch=batch, y=u.y, x=u.x)})" if u.y is not None
+                else f"channel({_q(u.layer)}, {_args(u.index, batch=batch)})")
+    elif u.is_channel and u.reduce == "center":
+        desc = f"neuron({_q(u.layer)}, {_args(u.index, batch=batch)})"
+    else:
+        desc = f"unit({_q(str(u))}{'' if u.reduce == 'mean' else ', reduce=' + u.reduce}" \
+               f"{', batch=' + str(batch) if batch is not None else ''})"
+    return Objective(fn, desc, [u.layer])
+
+
 def neuron(layer: str, channel: int, y: Optional[int] = None, x: Optional[int] = None,
            batch: Optional[int] = None) -> Objective:
     """One spatial neuron: the channel's activation at (y, x), default the centre position."""
-    def fn(ctx):
-        a = _spatial(ctx.act(layer))
-        _check_channel(a, layer, channel)
-        h, w = a.shape[-2:]
-        yy = h // 2 if y is None else y
-        xx = w // 2 if x is None else x
-        return _select(a[:, channel, yy, xx], batch)
-
-    pos = {} if y is None else {"y": y, "x": x}
-    desc = f"neuron({_q(layer)}, {_args(channel, batch=batch, **pos)})"
-    return Objective(fn, desc, [layer])
+    return unit(Unit(layer, channel, y, x, reduce="mean" if y is not None else "center"), batch)
 
 
 def channel(layer: str, channel: int, batch: Optional[int] = None) -> Objective:
     """A whole channel: its activation averaged over all positions."""
-    def fn(ctx):
-        a = _spatial(ctx.act(layer))
-        _check_channel(a, layer, channel)
-        return _select(a[:, channel].mean((-2, -1)), batch)
-
-    return Objective(fn, f"channel({_q(layer)}, {_args(channel, batch=batch)})", [layer])
+    return unit(Unit(layer, channel), batch)
 
 
 def direction(layer: str, vector, batch: Optional[int] = None, cossim_power: float = 0.0) -> Objective:
@@ -209,14 +206,16 @@ def direction(layer: str, vector, batch: Optional[int] = None, cossim_power: flo
     averaged; with cossim_power > 0 each dot is weighted by cos(angle)^power (Lucid's
     direction_cossim), which favours activations pointing along the vector, not just large."""
     vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
+    basis = Directions(vec[None])
+    u = Unit(layer, 0, basis=basis)
 
     def fn(ctx):
         a = _spatial(ctx.act(layer))
         if a.shape[1] != vec.numel():
             raise UserError(f"direction has {vec.numel()} values, layer {layer} has {a.shape[1]} channels")
-        v = vec.to(a.device, a.dtype)
-        dot = torch.einsum("nchw,c->nhw", a, v)
+        dot = u.map(a)
         if cossim_power:
+            v = vec.to(a.device, a.dtype)
             cos = dot / (a.norm(dim=1) * v.norm() + 1e-8)
             dot = dot * cos.clamp_min(0.1) ** cossim_power
         return _select(dot.mean((-2, -1)), batch)
