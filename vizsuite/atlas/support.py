@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..hooks import Hooks, replace
 from ..images import load_image, resize_center_crop, to_uint8
 
 
@@ -22,17 +23,15 @@ def class_support(model, layer: str, vectors: np.ndarray, reference: np.ndarray,
     all positions have), leaving what is particular to the cell. The part of the network before
     `layer` runs on one blank image only; its output is replaced by the tiled vectors.
     """
-    module = model.layer(layer)
     device = model.mean.device
     blank = torch.full((1, 3, model.input_size, model.input_size), 0.5, device=device)
     state: dict = {}
 
-    def hook(mod, inputs, output):
+    def tiled(output):
         v = state["v"].to(output.device, output.dtype)
         return v[:, :, None, None].expand(-1, -1, *output.shape[2:]).contiguous()
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with Hooks(model, (), [replace(layer, tiled)], stop_early=False):
         def logits_of(vs: np.ndarray) -> torch.Tensor:
             outs = []
             for i in range(0, len(vs), chunk):
@@ -42,8 +41,6 @@ def class_support(model, layer: str, vectors: np.ndarray, reference: np.ndarray,
 
         ref = logits_of(np.asarray(reference, np.float32)[None])
         cells = logits_of(np.asarray(vectors, np.float32))
-    finally:
-        handle.remove()
     gain = cells - ref
     probs = torch.softmax(cells, dim=1)
     k = min(top, gain.shape[1])

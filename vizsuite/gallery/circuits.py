@@ -18,47 +18,32 @@ autograd. Only activations written as bare functions (F.relu in a forward) stay 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..capture import Capture
+from ..hooks import Hooks, replace
 from ..errors import UserError
 from .linear import linearized
 
 
-@contextlib.contextmanager
-def _replace_output(module: torch.nn.Module, value_fn):
-    """Forward hook making `module` output value_fn(original output) (first call only)."""
-    state = {"done": False}
-
-    def hook(mod, inputs, output):
-        if state["done"]:
-            return None
-        state["done"] = True
-        return value_fn(output)
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+def _replace_output(model, layer, value_fn):
+    """Writes `value_fn(original output)` as the layer's output (first call only)."""
+    return Hooks(model, (), [replace(layer, value_fn)], stop_early=False)
 
 
 def _probe(model, layer: str, size: int) -> torch.Size:
     x = torch.zeros(1, 3, size, size, device=model.mean.device)
-    with torch.no_grad(), linearized(model), Capture(model, [layer], detach=True) as cap:
+    with torch.no_grad(), linearized(model), Hooks(model, [layer], detach=True) as cap:
         return cap(x)[layer].shape
 
 
 def _l2_from_l1(model, l1: str, l2: str, z: torch.Tensor, size: int) -> torch.Tensor:
     """Run the linearized model with L1's output replaced by z (batch matches z); return L2."""
     x = torch.zeros(z.shape[0], 3, size, size, device=z.device)
-    with linearized(model), _replace_output(model.layer(l1), lambda out: z), \
-            Capture(model, [l2], stop_early=True) as cap:
+    with linearized(model), Hooks(model, [l2], [replace(l1, lambda out: z)]) as cap:
         return cap(x)[l2]
 
 
@@ -202,7 +187,7 @@ def class_support(model, layer: str, units: Sequence[int], *, images: Optional[t
         z = torch.zeros((len(units) + 1,) + tuple(shape[1:]), device=device)
         for i, u in enumerate(units):
             z[i + 1, u] = 1.0
-        with torch.no_grad(), linearized(model), _replace_output(model.layer(layer), lambda out: z):
+        with torch.no_grad(), linearized(model), _replace_output(model, layer, lambda out: z):
             logits = model(torch.zeros(z.shape[0], 3, size, size, device=device))
         scores = (logits[1:] - logits[:1]).cpu()
     else:
@@ -217,7 +202,7 @@ def class_support(model, layer: str, units: Sequence[int], *, images: Optional[t
                     tangent[:, u] = 1.0
                     return fwAD.make_dual(out, tangent)
 
-                with _replace_output(model.layer(layer), dual):
+                with _replace_output(model, layer, dual):
                     logits = model(images)
                 rows.append(fwAD.unpack_dual(logits).tangent.mean(0).cpu())
         scores = torch.stack(rows)

@@ -13,6 +13,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..hooks import Hooks, pass_through
 
 _NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
               nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign,
@@ -29,41 +32,36 @@ def is_nonlinearity(module: nn.Module) -> bool:
     return not any(True for _ in module.children()) and any(h in name for h in _NAME_HINTS)
 
 
-def _identity(x, *args, **kwargs):
-    return x
+class _AverageForMax(TorchFunctionMode):
+    """Within the mode (this thread only), max pooling averages instead."""
 
-
-_ORIGINAL_MAX_POOL2D = F.max_pool2d
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (F.max_pool2d, torch.max_pool2d):
+            return _avg_instead_of_max(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
 def _avg_instead_of_max(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                         return_indices=False):
-    if return_indices or dilation not in (1, (1, 1)):
-        return _ORIGINAL_MAX_POOL2D(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    if return_indices or dilation not in (1, (1, 1)):  # (the mode is off inside its own handler)
+        return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
     # -inf padding (TF 'SAME' pools pad with -inf so padding never wins the max) counts as 0
     x = torch.nan_to_num(input, neginf=0.0, posinf=0.0)
-    return F.avg_pool2d(x, kernel_size, stride if stride is not None else kernel_size, padding, ceil_mode,
-                        count_include_pad=True)
+    stride = stride if stride not in (None, []) else kernel_size
+    return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad=True)
 
 
 @contextlib.contextmanager
 def linearized(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, activation modules pass their input through and max pools average.
 
-    Activation modules get an instance-level `forward` (restored on exit) rather than a hook,
-    because an in-place ReLU has already overwritten its input by the time a hook runs.
-    Max pooling is swapped at `F.max_pool2d`, which module and functional calls both use.
-    Activations written as bare functions inside a model's forward (F.relu) stay nonlinear.
-    Not thread-safe (the max-pool swap is process-wide for the duration of the block).
+    Activation modules become identities through the hook manager (`hooks.pass_through`: the
+    module runs on a copy of its input, so an in-place ReLU cannot overwrite what is passed on);
+    max pooling, module or functional, averages inside a torch function mode, which is local to
+    this thread: nothing global is patched. Activations written as bare functions inside a
+    model's forward (F.relu) stay nonlinear.
     """
-    patched = [m for m in model.modules() if is_nonlinearity(m)]
-    for m in patched:
-        m.forward = _identity
-    F.max_pool2d = _avg_instead_of_max
-    try:
+    edits = [pass_through(m) for m in model.modules() if is_nonlinearity(m)]
+    with Hooks(model, (), edits, stop_early=False), _AverageForMax():
         yield model
-    finally:
-        F.max_pool2d = _ORIGINAL_MAX_POOL2D
-        for m in patched:
-            if "forward" in vars(m):
-                del m.forward
