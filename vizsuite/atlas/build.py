@@ -70,8 +70,6 @@ def file_digest(path: Path) -> str:
 def layout_result(model, task, store: TaskStore, progress: bool = True) -> TaskResult:
     """The layout task's result from the cache, or computed now: collect samples, lay them out in
     2-D, save layout.npz. Run here rather than through run_tasks so the bar follows --quiet."""
-    from tqdm import tqdm
-
     from .collect import collect
     from .layout import reduce_2d
 
@@ -83,9 +81,8 @@ def layout_result(model, task, store: TaskStore, progress: bool = True) -> TaskR
     try:
         start = time.perf_counter()
         paths = [Path(p) for p in task["paths"]]
-        with tqdm(total=len(paths), desc="activations", unit="img", disable=not progress, leave=False) as bar:
-            s = collect(model, task["layer"], paths, samples=task["samples"], seed=task["seed"],
-                        class_index=task["class_index"], progress=bar)
+        s = collect(model, task["layer"], paths, samples=task["samples"], seed=task["seed"],
+                    class_index=task["class_index"], progress=progress)
         coords, method = reduce_2d(s.acts, task["reduce"], task["seed"])
         np.savez_compressed(staging / "layout.npz", acts=s.acts, coords=coords, image=s.image, y=s.y, x=s.x,
                             attribution=s.attribution, grid=np.array(s.grid))

@@ -8,7 +8,6 @@ With `class_index`, only positions whose attribution to that class is positive a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,9 +15,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..capture import Capture
 from ..errors import UserError
-from ..images import load_batch
+from ..stream import SpatialSamples, position_attribution, stream
+
+__all__ = ["Samples", "check_spatial", "collect", "position_attribution"]
 
 
 @dataclass
@@ -39,81 +39,20 @@ class Samples:
         return len(self.acts)
 
 
-def position_attribution(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Gradient x activation summed over channels: N x C x H x W -> N x H x W (Building Blocks)."""
-    return (acts * grads).sum(1)
-
-
 def collect(model, layer: str, paths: Sequence[Path], *, samples: int = 4000, seed: int = 0,
-            class_index: Optional[int] = None, batch_size: int = 8, progress=None) -> Samples:
-    """Sample up to `samples` activation vectors of `layer` (a C x H x W output) over the photos."""
-    if samples < 1:
-        raise UserError(f"--samples must be at least 1, got {samples}")
+            class_index: Optional[int] = None, batch_size: int = 16, progress: bool = False,
+            cache_dir=None) -> Samples:
+    """Sample up to `samples` activation vectors of `layer` (a C x H x W output) over the photos
+    (one `stream` pass with a `SpatialSamples` reducer)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise UserError("no images to collect activations from")
-    generator = torch.Generator().manual_seed(seed)
-    per_image = max(1, math.ceil(samples / len(paths)))
-    device = model.mean.device
-    rows: dict[str, list] = {k: [] for k in ("acts", "image", "y", "x", "attr")}
-    predicted: list[int] = []
-    grid = None
-    with Capture(model, [layer], stop_early=class_index is None, detach=class_index is None) as cap:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            batch = load_batch(chunk, model.input_size, model.spec.crop_pct).to(device)
-            if class_index is not None:  # weights are frozen: the graph must start at the input
-                batch.requires_grad_(True)
-            with torch.set_grad_enabled(class_index is not None):
-                act = cap(batch)[layer]
-                if act.dim() != 4:
-                    raise UserError(f"layer {layer} has no spatial positions (output shape {tuple(act.shape[1:])}); "
-                                    f"pick a convolutional layer (see `vizsuite layers`)")
-                if class_index is not None:
-                    logits = cap.output
-                    if class_index >= logits.shape[1]:
-                        raise UserError(f"class {class_index} out of range ({logits.shape[1]} classes)")
-                    grad, = torch.autograd.grad(logits[:, class_index].sum(), act)
-                    attr = position_attribution(act.detach(), grad).float().cpu()
-                    predicted += logits.argmax(1).tolist()
-                else:
-                    attr = torch.zeros(act.shape[0], *act.shape[2:])
-            act = act.detach().float().cpu()
-            n, c, h, w = act.shape
-            grid = (h, w)
-            flat = act.permute(0, 2, 3, 1).reshape(n, h * w, c)
-            for i in range(n):
-                candidates = torch.arange(h * w)
-                if class_index is not None:
-                    candidates = candidates[attr[i].reshape(-1) > 0]
-                if len(candidates) == 0:
-                    continue
-                take = candidates[torch.randperm(len(candidates), generator=generator)[:per_image]]
-                take, _ = take.sort()
-                rows["acts"].append(flat[i, take].numpy())
-                rows["image"].append(np.full(len(take), start + i))
-                rows["y"].append((take // w).numpy())
-                rows["x"].append((take % w).numpy())
-                rows["attr"].append(attr[i].reshape(-1)[take].numpy())
-            if progress is not None:
-                progress.update(len(chunk))
-    if not rows["acts"]:
-        raise UserError("no positions support the requested class in these images"
-                        if class_index is not None else "no activations collected")
-    out = Samples(acts=np.concatenate(rows["acts"]).astype(np.float32), image=np.concatenate(rows["image"]),
-                  y=np.concatenate(rows["y"]), x=np.concatenate(rows["x"]),
-                  attribution=np.concatenate(rows["attr"]).astype(np.float32), paths=paths, grid=grid,
-                  input_size=model.input_size, predicted=predicted)
-    if len(out) > samples:  # per-image rounding can overshoot: trim with the same generator
-        keep = torch.randperm(len(out), generator=generator)[:samples].sort().values.numpy()
-        out = _subset(out, keep)
-    return out
-
-
-def _subset(s: Samples, keep: np.ndarray) -> Samples:
-    return Samples(acts=s.acts[keep], image=s.image[keep], y=s.y[keep], x=s.x[keep],
-                   attribution=s.attribution[keep], paths=s.paths, grid=s.grid, input_size=s.input_size,
-                   predicted=s.predicted)
+    reducer = SpatialSamples(layer, samples, seed, class_index)
+    stream(model, paths, [reducer], batch_size=batch_size, progress=progress, desc="activations",
+           cache_dir=cache_dir)
+    r = reducer.result()
+    return Samples(acts=r["acts"], image=r["image"], y=r["y"], x=r["x"], attribution=r["attribution"],
+                   paths=paths, grid=reducer.grid, input_size=model.input_size, predicted=reducer.predicted)
 
 
 def check_spatial(model, layer: str) -> tuple[int, int, int]:

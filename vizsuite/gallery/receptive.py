@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..capture import Capture
-from ..tasks.fingerprint import model_fingerprint
+from ..hashing import model_fingerprint
 from .linear import linearized
 
 

@@ -13,7 +13,7 @@
 
 from .core import CACHE_VERSION, Task, canonical_json, content_hash, make_task, register_task, task_function
 from .executor import BuildReport, ModelRef, TaskContext, TaskError, execute, run_tasks
-from .fingerprint import model_fingerprint
+from ..hashing import model_fingerprint
 from .store import TaskResult, TaskStore
 
 __all__ = ["BuildReport", "CACHE_VERSION", "ModelRef", "Task", "TaskContext", "TaskError", "TaskResult",

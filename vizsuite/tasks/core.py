@@ -7,31 +7,15 @@ so equal keys mean reusable results. This module imports no torch.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..hashing import canonical_json, content_hash
+
 #: Bump to invalidate every cached result (e.g. when the result layout changes).
 CACHE_VERSION = 1
-
-
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces, tuples as lists); TypeError on non-JSON data."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False, default=_reject)
-
-
-def _reject(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars/arrays: record the numbers, not the object
-        return obj.tolist()
-    raise TypeError(f"task params must be JSON data, got {type(obj).__name__}: {obj!r}")
-
-
-def content_hash(*parts: Any, length: int = 32) -> str:
-    """Hex digest of the canonical JSON of `parts`."""
-    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True, eq=False)
