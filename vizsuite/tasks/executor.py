@@ -52,10 +52,21 @@ _MODELS: dict[Any, Any] = {}
 class TaskContext:
     """What a task function gets besides its Task: a private output folder and the model."""
 
-    def __init__(self, task: Task, out_dir: Path, loader: Optional[Callable[[], Any]]):
+    def __init__(self, task: Task, out_dir: Path, loader: Optional[Callable[[], Any]],
+                 store: Optional[TaskStore] = None):
         self.task = task
         self.out_dir = out_dir
         self._loader = loader
+        self._store = store
+
+    def input(self, name: str) -> TaskResult:
+        """The finished result of the input task `name` (the executor runs inputs first)."""
+        if name not in self.task.inputs:
+            raise KeyError(f"task {self.task.kind} has no input {name!r} (inputs: {', '.join(self.task.inputs)})")
+        res = self._store.load(self.task.inputs[name]) if self._store is not None else None
+        if res is None:
+            raise RuntimeError(f"input {name!r} of task {self.task.kind} is not finished")
+        return res
 
     @property
     def model(self):
@@ -102,7 +113,7 @@ def execute_group(tasks: Sequence[Task], store: TaskStore,
     try:
         start = time.perf_counter()
         fn = task_function(tasks[0].kind)
-        ctxs = [TaskContext(t, s, loader) for t, s in zip(tasks, stagings)]
+        ctxs = [TaskContext(t, s, loader, store) for t, s in zip(tasks, stagings)]
         if batch_spec(tasks[0].kind):
             metas = list(fn(list(tasks), ctxs))
             if len(metas) != len(tasks):
@@ -170,14 +181,34 @@ def _worker_run(group: list[Task]) -> list[Optional[tuple[dict, float]]]:
 
 # ------------------------------------------------------------------------------ run_tasks
 
+def _closure(tasks: Iterable[Task]) -> dict[str, Task]:
+    """Every task and, recursively, its inputs (each once, inputs first)."""
+    out: dict[str, Task] = {}
+
+    def visit(t: Task) -> None:
+        if t.key in out:
+            return
+        for dep in t.inputs.values():
+            visit(dep)
+        out[t.key] = t
+    for t in tasks:
+        visit(t)
+    return out
+
+
 def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *, jobs: int = 1,
               loader: Optional[Callable[[], Any]] = None, model: Any = None, progress: bool = True,
-              desc: str = "tasks", raise_on_failure: bool = True) -> BuildReport:
-    """Run every task whose result is not already in the cache; return a BuildReport.
+              desc: str = "tasks", raise_on_failure: bool = True,
+              expand: Optional[Callable[[Task, TaskResult], Sequence[Task]]] = None) -> BuildReport:
+    """Run every task (and its inputs) whose result is not already in the cache; a BuildReport.
 
+    The tasks form a graph: a task runs once all its `inputs` are finished (waves of ready
+    tasks, each batched and pooled as one run). `expand(task, result)` may name more tasks once
+    a task has finished (e.g. the thumbnails of a circuit's nodes); they join the same graph.
     jobs=1 runs in this process (pass `model` to reuse an already loaded one, else `loader`);
     jobs>1 uses a spawned process pool where each worker calls `loader` once. Failures do not
-    stop other tasks; afterwards the first one is raised (UserError as is, else TaskError).
+    stop other tasks (a task whose input failed fails too); afterwards the first one is raised
+    (UserError as is, else TaskError).
     """
     from tqdm import tqdm
 
@@ -185,16 +216,65 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
     store.root.mkdir(parents=True, exist_ok=True)
     store.clean_stale()
     start = time.perf_counter()
-    unique: dict[str, Task] = {}
-    for t in tasks:
-        unique.setdefault(t.key, t)
+    pending = _closure(tasks)
     report = BuildReport()
+    errors: list[BaseException] = []
+    if model is not None:
+        loader = loader or _Given(id(model))
+        _MODELS[loader] = model
+    bar = tqdm(total=len(pending), desc=desc, unit="task", file=sys.stderr,
+               disable=not progress or not pending, dynamic_ncols=True)
+    seen: set[str] = set()
+    try:
+        while pending:
+            failed_keys = {t.key for t, _ in report.failed}
+            for key, t in list(pending.items()):  # inputs failed: fail without running
+                bad = [n for n, d in t.inputs.items() if d.key in failed_keys]
+                if bad:
+                    report.failed.append((t, f"input {bad[0]!r} failed"))
+                    errors.append(TaskError(f"input {bad[0]!r} of {t.describe()} failed"))
+                    bar.update(1)
+                    del pending[key]
+            wave = {k: t for k, t in pending.items() if all(d.key in report.results for d in t.inputs.values())}
+            if not wave:
+                break
+            for k in wave:
+                del pending[k]
+            _run_wave(wave, store, jobs, loader, report, errors, bar)
+            seen.update(wave)
+            if expand is not None:
+                for k, t in wave.items():
+                    if k in report.results:
+                        for extra in _closure(expand(t, report.results[k])).values():
+                            if extra.key not in seen and extra.key not in pending and extra.key not in report.results:
+                                pending[extra.key] = extra
+                                bar.total += 1
+    finally:
+        bar.close()
+        if model is not None:
+            _MODELS.pop(loader, None)
+    report.seconds = time.perf_counter() - start
+    if errors and raise_on_failure:
+        first_task, first_msg = report.failed[0]
+        if isinstance(errors[0], UserError):
+            raise errors[0]
+        total = report.computed + report.reused + len(report.failed)
+        raise TaskError(f"{len(errors)} of {total} tasks failed ({report.computed} computed, "
+                        f"{report.reused} reused, results kept); first: {first_task.describe()}: "
+                        f"{first_msg}") from errors[0]
+    return report
+
+
+def _run_wave(unique: dict[str, Task], store: TaskStore, jobs: int, loader, report: BuildReport,
+              errors: list, bar) -> None:
+    """Run one wave of ready tasks (reusing finished ones), batched and pooled."""
     todo: list[Task] = []
     for key, t in unique.items():
         done = store.load(key)
         if done is not None:
             report.results[key] = done
             report.reused += 1
+            bar.update(1)
         else:
             todo.append(t)
     # Batches are formed over ALL tasks, done or not, so a resumed build computes exactly the
@@ -204,12 +284,6 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
     groups = [g for g in group_tasks(list(unique.values())) if any(t.key in missing for t in g)]
     for t in todo:
         task_function(t.kind)  # unknown kinds fail before any work starts
-    if model is not None:
-        loader = loader or _Given(id(model))
-        _MODELS[loader] = model
-    bar = tqdm(total=len(unique), initial=report.reused, desc=desc, unit="task", file=sys.stderr,
-               disable=not progress or not unique, dynamic_ncols=True)
-    errors: list[BaseException] = []
 
     def finished(t: Task, meta: dict, seconds: float) -> None:
         report.results[t.key] = TaskResult(t.key, t.kind, store.dir(t), meta, True, seconds)
@@ -222,35 +296,21 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
         errors.append(exc)
         bar.update(1)
 
-    try:
-        if jobs <= 1 or len(groups) <= 1:
-            for group in groups:
-                try:
-                    results = execute_group(group, store, loader)
-                except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
-                    for t in group:
-                        if t.key in missing:
-                            failed(t, exc)
-                else:
-                    for t, res in zip(group, results):
-                        if res is not None:
-                            finished(t, res.meta, res.seconds)
-        else:
-            _run_pool(groups, store, loader, min(jobs, len(groups)), finished,
-                      lambda t, exc: failed(t, exc) if t.key in missing else None)
-    finally:
-        bar.close()
-        if model is not None:
-            _MODELS.pop(loader, None)
-    report.seconds = time.perf_counter() - start
-    if errors and raise_on_failure:
-        first_task, first_msg = report.failed[0]
-        if isinstance(errors[0], UserError):
-            raise errors[0]
-        raise TaskError(f"{len(errors)} of {len(unique)} tasks failed ({report.computed} computed, "
-                        f"{report.reused} reused, results kept); first: {first_task.describe()}: "
-                        f"{first_msg}") from errors[0]
-    return report
+    if jobs <= 1 or len(groups) <= 1:
+        for group in groups:
+            try:
+                results = execute_group(group, store, loader)
+            except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
+                for t in group:
+                    if t.key in missing:
+                        failed(t, exc)
+            else:
+                for t, res in zip(group, results):
+                    if res is not None:
+                        finished(t, res.meta, res.seconds)
+    else:
+        _run_pool(groups, store, loader, min(jobs, len(groups)), finished,
+                  lambda t, exc: failed(t, exc) if t.key in missing else None)
 
 
 @dataclass(frozen=True)

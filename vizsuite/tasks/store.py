@@ -37,6 +37,16 @@ class TaskResult:
         """A file the task wrote (relative to its folder)."""
         return self.dir / name
 
+    @property
+    def value(self) -> Any:
+        """The result as its kind's registered dataclass (`register_task(result=...)`), else the
+        JSON metadata."""
+        from .codec import from_json
+        from .core import result_type
+
+        tp = result_type(self.kind)
+        return self.meta if tp is None else from_json(tp, self.meta)
+
     def files(self) -> list[str]:
         """Every file the task wrote (relative paths), the done marker excluded."""
         return sorted(str(p.relative_to(self.dir)) for p in self.dir.rglob("*")
@@ -100,7 +110,11 @@ class TaskStore:
 
     def publish(self, task: Task, staging: Path, meta: Any, seconds: float) -> TaskResult:
         """Write the done marker into `staging` (last), then rename it onto the result folder."""
+        from .codec import to_json
+
+        meta = to_json(meta)
         record = {"key": task.key, "kind": task.kind, "params": task.params, "meta": meta or {},
+                  **({"inputs": {n: t.key for n, t in task.inputs.items()}} if task.inputs else {}),
                   "seconds": round(seconds, 4), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         tmp = staging / f".{DONE}.part"
         with open(tmp, "w", encoding="utf-8") as fh:
