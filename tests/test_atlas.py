@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 from vizsuite.atlas import AtlasConfig, IconRecipe, build_atlas
-from vizsuite.atlas.layout import bin_grid, cell_means, normalize, reduce_2d
-from vizsuite.atlas.support import patch_box
+from vizsuite.analysis.layout import bin_grid, cell_means, normalize, reduce_2d
+from vizsuite.analysis.support import patch_box
 from vizsuite.errors import UserError
 from vizsuite.zoo.spec import ModelSpec, VisionModel
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vizsuite.gallery import dataset as D
-from vizsuite.gallery.receptive import receptive_field, receptive_fields
+from vizsuite.analysis import examples as D
+from vizsuite.analysis.receptive import receptive_field, receptive_fields
 from vizsuite.zoo.spec import ModelSpec, VisionModel
 
 

@@ -7,7 +7,6 @@ in chunks, so an interrupted or repeated build redoes only what is missing.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..tasks import TaskResult, TaskStore, make_task, model_fingerprint
+from ..analysis.layout import METHODS, available_method, bin_grid, cell_means
+from ..tasks import make_task, model_fingerprint, run_tasks
+from ..tasks.atlas import LAYOUT_KIND
 from .icons import IconRecipe, render_cell_icons
-from .layout import METHODS, available_method, bin_grid, cell_means
 
-LAYOUT_KIND = "atlas_layout"
 
 
 @dataclass
@@ -67,32 +66,6 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def layout_result(model, task, store: TaskStore, progress: bool = True) -> TaskResult:
-    """The layout task's result from the cache, or computed now: collect samples, lay them out in
-    2-D, save layout.npz. Run here rather than through run_tasks so the bar follows --quiet."""
-    from .collect import collect
-    from .layout import reduce_2d
-
-    done = store.load(task)
-    if done is not None:
-        return done
-    store.root.mkdir(parents=True, exist_ok=True)
-    staging = store.staging(task)
-    try:
-        start = time.perf_counter()
-        paths = [Path(p) for p in task["paths"]]
-        s = collect(model, task["layer"], paths, samples=task["samples"], seed=task["seed"],
-                    class_index=task["class_index"], progress=progress)
-        coords, method = reduce_2d(s.acts, task["reduce"], task["seed"])
-        np.savez_compressed(staging / "layout.npz", acts=s.acts, coords=coords, image=s.image, y=s.y, x=s.x,
-                            attribution=s.attribution, grid=np.array(s.grid))
-        meta = {"samples": len(s), "reduce": method, "grid": list(s.grid), "channels": int(s.acts.shape[1])}
-        return store.publish(task, staging, meta, time.perf_counter() - start)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
 def _representatives(acts: np.ndarray, members: np.ndarray, mean: np.ndarray, k: int) -> np.ndarray:
     """The k members closest (cosine) to the cell's mean: the patches that best show the cell."""
     a = acts[members]
@@ -105,8 +78,8 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
     """Build the atlas site in `site`; return a summary (cells, samples, seconds, ...)."""
     from ..images import save_png
     from .pages import copy_file, write_atlas_site
-    from .collect import check_spatial
-    from .support import PatchSource, class_support, patch_strip
+    from ..analysis.samples import check_spatial
+    from ..analysis.support import PatchSource, class_support, patch_strip
 
     start = time.perf_counter()
     config.validate()
@@ -123,7 +96,7 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
                             paths=[str(p.resolve()) for p in paths], digests=[file_digest(p) for p in paths],
                             input_size=model.input_size, crop_pct=model.spec.crop_pct, samples=config.samples,
                             seed=config.seed, class_index=class_index, reduce=reduce)
-    res = layout_result(model, layout_task, TaskStore(cache), config.progress)
+    res = run_tasks([layout_task], cache, model=model, progress=config.progress, desc="layout").result(layout_task)
     with np.load(res.path("layout.npz")) as z:
         acts, coords, image, ys, xs = z["acts"], z["coords"], z["image"], z["y"], z["x"]
         grid_hw = tuple(int(v) for v in z["grid"])
@@ -158,9 +131,9 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
         items.append({**entry, "model": model.name, "layer": layer, "objective": "direction",
                       "seed": config.seed, "steps": config.icon.steps, "size": config.icon.size})
     data = {"model": model.name, "layer": layer, "grid": config.grid, "cell_px": config.cell_px,
-            "samples": int(len(acts)), "images": len(paths), "reduce": res.meta["reduce"], "seed": config.seed,
+            "samples": int(len(acts)), "images": len(paths), "reduce": res.value.reduce, "seed": config.seed,
             "target": model.label(class_index) if class_index is not None else None,
             "min_count": config.min_count, "icon": config.icon.as_dict(), "cells": cell_data}
     write_atlas_site(site, data, items, command)
-    return {"cells": len(cells), "samples": int(len(acts)), "reduce": res.meta["reduce"],
+    return {"cells": len(cells), "samples": int(len(acts)), "reduce": res.value.reduce,
             "seconds": time.perf_counter() - start, "site": str(site)}

@@ -14,7 +14,7 @@ import torch
 
 from ..capture import Capture
 from ..errors import UserError
-from .collect import check_spatial, position_attribution
+from ..analysis.samples import check_spatial, position_attribution
 from .icons import IconRecipe, render_unit_icons
 
 
@@ -81,7 +81,7 @@ def build_explain(model, image_path: Path, layer: str, site: Path, config: Expla
     """Write the building-blocks page for one image into `site`; return a summary."""
     from ..images import load_image, save_png
     from .pages import copy_file, write_explain_site
-    from .support import heatmap_rgba
+    from ..analysis.support import heatmap_rgba
 
     start = time.perf_counter()
     config.validate()

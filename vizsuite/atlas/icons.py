@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..tasks import Task, make_task, model_fingerprint, register_task, run_tasks
+from ..tasks import Task, make_task, model_fingerprint, run_tasks
+from ..tasks.atlas import ICON_KIND
 
-ICON_KIND = "atlas_icons"
 
 
 @dataclass(frozen=True)
@@ -48,31 +48,6 @@ def icon_tasks(model, layer: str, vectors: np.ndarray, recipe: IconRecipe, seed:
             for i in range(0, len(vectors), batch)]
 
 
-def _transforms(recipe: dict):
-    """The recipe's transform preset, ending in a resize to what the model sees."""
-    from ..optvis.transforms import PRESETS
-
-    model_px = recipe.get("model_px") or recipe["size"]
-    return PRESETS[recipe["transforms"]](model_px, image_size=recipe["size"])
-
-
-@register_task(ICON_KIND)
-def render_icons(task: Task, ctx) -> dict:
-    """Render the chunk's icons; files icon_000.png ...; meta: the objective value of each."""
-    from ..images import save_png
-    from ..optvis import direction, render
-
-    recipe = task["recipe"]
-    objectives = [direction(task["layer"], v, cossim_power=recipe["cossim_power"]) for v in task["vectors"]]
-    result = render(ctx.model, objectives, size=recipe["size"], steps=recipe["steps"], lr=recipe["lr"],
-                    transforms=_transforms(recipe), seed=task["seed"], progress=False)
-    images = result.rgb()
-    for i, img in enumerate(images):
-        save_png(img, ctx.path(f"icon_{i:03d}.png"))
-    values = result.values[recipe["steps"]].tolist()
-    return {"values": [round(float(v), 5) for v in values], "seconds_per_step": result.seconds_per_step}
-
-
 def render_cell_icons(model, layer: str, vectors: np.ndarray, cache_dir: Path, recipe: IconRecipe,
                       seed: int = 0, batch: int = 16, progress: bool = True) -> list[tuple[Path, float]]:
     """(icon path in the cache, objective value) for each vector, computing missing chunks."""
@@ -81,7 +56,7 @@ def render_cell_icons(model, layer: str, vectors: np.ndarray, cache_dir: Path, r
     out = []
     for t in tasks:
         res = report.result(t)
-        for i, value in enumerate(res.meta["values"]):
+        for i, value in enumerate(res.value.values):
             out.append((res.path(f"icon_{i:03d}.png"), value))
     return out
 
@@ -94,9 +69,8 @@ def render_unit_icons(model, layer: str, units: Sequence[int], cache_dir: Path, 
     and seed builds, so pointing `cache_dir` at a gallery's cache reuses its renders."""
     from ..tasks.renders import unit_render_task
 
-    fp = model_fingerprint(model)
     overrides = {"size": recipe.size, "steps": recipe.steps, "lr": recipe.lr, "transforms": recipe.transforms,
                  "model_px": recipe.model_px or recipe.size}
-    tasks = {int(u): unit_render_task(fp, layer, int(u), "channel", seed=seed, recipe=overrides) for u in units}
+    tasks = {int(u): unit_render_task(model, layer, int(u), "channel", seed=seed, recipe=overrides) for u in units}
     report = run_tasks(list(tasks.values()), cache_dir, model=model, progress=progress, desc="units")
     return {u: report.result(t).path("image.png") for u, t in tasks.items()}

@@ -1,7 +1,8 @@
 """Gallery build: plan tasks (pure data), run them (resumable, batched), publish assets, write pages.
 
-Task definition (this file's `_Plan`) is separate from task execution (`vizsuite.tasks`), so a
-later cluster engine can fan the same task list out. Kinds used:
+Task definition (this file's `_Plan`) is separate from task execution (`vizsuite.tasks`): the
+build is one planned task graph, run once (circuit graphs name their nodes' thumbnails when
+they finish, through `run_tasks(expand=...)`). Kinds used (registered in `vizsuite.tasks`):
 
 - `render_unit` (batched by layer): main (`channel`), `negative` and layer `deepdream` images;
 - `render_diversity`: a unit's diversity set (the images of one set are coupled);
@@ -17,14 +18,15 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from ..capture import list_layers
 from ..errors import UserError
-from ..images import find_images, save_png
-from ..tasks import BuildReport, Task, make_task, model_fingerprint, register_task, run_tasks
+from ..units import Unit, check_unit
+from ..images import find_images
+from ..tasks import BuildReport, Task, make_task, model_fingerprint, run_tasks
 from . import pages as P
-from .dataset import dataset_task_params
+from ..analysis.examples import dataset_task_params
 from ..tasks.renders import recipe_with_defaults, unit_render_task
 
 
@@ -45,63 +47,16 @@ class GalleryConfig:
     circuit_layers: dict[str, list[str]] = field(default_factory=dict)  # unit layer -> 2 earlier layers
 
 
-# ------------------------------------------------------------------------------ task kinds
-
-@register_task("unit_circuits", batch=64, batch_by=("model", "layer", "prev", "next", "fan", "top_classes",
-                                                    "images_dir"))
-def unit_circuits(tasks, ctxs) -> list[dict[str, Any]]:
-    """Strongest inputs (prev layer) with heatmaps, strongest outputs (next layer), classes —
-    for a batch of units of one layer (expanded weights of all of them in one pass)."""
-    from . import circuits as C
-
-    model, t0 = ctxs[0].model, tasks[0]
-    layer, fan, units = t0["layer"], int(t0["fan"]), [int(t["unit"]) for t in tasks]
-    metas: list[dict[str, Any]] = [{"inputs": [], "outputs": [], "classes": []} for _ in tasks]
-    for key, other, weights in (
-            ("inputs", t0.get("prev"), lambda: C.expanded_weights_into_many(model, t0["prev"], layer, units)),
-            ("outputs", t0.get("next"), lambda: C.expanded_weights_out_of_many(model, layer, units, t0["next"]))):
-        if not other:
-            continue
-        for meta, ctx, ew in zip(metas, ctxs, weights()):
-            scale = float(ew.kernels.abs().max()) or 1.0  # one scale per unit: heatmaps comparable
-            for ch, w in ew.top(fan):
-                name = f"{key}_{ch}.png"
-                save_png(C.weight_heatmap(ew.kernels[ch], 48, scale) / 255.0, ctx.path(name))
-                meta[key].append({"unit": ch, "weight": w, "heatmap": name})
-    if t0["top_classes"]:
-        images = None
-        if t0.get("images_dir"):
-            # the true network's derivative at real photos: a fully linearized deep net
-            # over-amplifies (scores ~1e9) and ranks classes poorly
-            from ..images import load_batch
-
-            paths = find_images(t0["images_dir"])[:8]
-            images = load_batch(paths, model.input_size, model.spec.crop_pct)
-        support = C.class_support(model, layer, units, images=images, top=int(t0["top_classes"]))
-        for meta, u in zip(metas, units):
-            meta["classes"] = [{"index": c, "label": model.label(c), "score": s} for c, s in support[u]]
-    return metas
-
-
-@register_task("circuit_graph")
-def circuit_graph(task, ctx) -> dict[str, Any]:
-    """A unit and its strongest inputs over the given earlier layers: levels and weighted edges."""
-    from . import circuits as C
-
-    levels, edges = C.circuit(ctx.model, task["layers"], int(task["unit"]), int(task["fan"]))
-    return {"levels": [[list(n) for n in level] for level in levels],
-            "edges": [[list(s), list(d), w] for s, d, w in edges]}
-
-
 # ------------------------------------------------------------------------------ plan
 
 class _Plan:
     """The task list of one build (pure data)."""
 
     def __init__(self, model, cfg: GalleryConfig):
+        self.model = model
         self.fp = model_fingerprint(model)
         self.cfg = cfg
-        self.recipe = recipe_with_defaults(cfg.recipe)
+        self.recipe = recipe_with_defaults(cfg.recipe, model)
         self.tasks: list[Task] = []
 
     def add(self, kind: str, **params) -> Task:
@@ -111,12 +66,12 @@ class _Plan:
 
     def render(self, layer: str, unit: int, objective: str) -> Task:
         # the same task as atlas/explain thumbnails, so their renders are shared
-        t = unit_render_task(self.fp, layer, unit, objective, seed=self.cfg.seed, recipe=self.recipe)
+        t = unit_render_task(self.model, layer, unit, objective, seed=self.cfg.seed, recipe=self.recipe)
         self.tasks.append(t)
         return t
 
     def diversity(self, layer: str, unit: int) -> Task:
-        return self.add("render_diversity", layer=layer, unit=int(unit), count=self.cfg.diversity,
+        return self.add("render_diversity", layer=layer, unit=Unit(layer, int(unit)).to_json(), count=self.cfg.diversity,
                         seed=self.cfg.seed, recipe=self.recipe)
 
 
@@ -140,8 +95,6 @@ def _publish(site: Path, report: BuildReport, task: Optional[Task], name: str) -
 
 def validate_config(model, cfg: GalleryConfig) -> list:
     """Check layers, units, images and circuits before any work; returns the layer listing."""
-    from ..capture import Unit, check_unit
-
     info = list_layers(model)
     for layer in cfg.layers:
         for u in cfg.units.get(layer, []):
@@ -182,19 +135,20 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
                                             top_classes=cfg.top_classes, images_dir=images_dir)
     graphs = {(layer, u): plan.add("circuit_graph", layer=layer, unit=int(u), fan=cfg.fan,
                                    layers=cfg.circuit_layers[layer] + [layer]) for layer, u in cfg.circuits}
-    report = _run(plan.tasks, site, jobs, loader, model, progress)
-    # second phase: thumbnails of the circuit graphs' nodes (reused when the gallery has them)
-    extra = {}
-    for key, task in graphs.items():
-        for level in report.results[task.key].meta["levels"]:
-            for layer, u in level:
-                if (layer, u) not in renders and (layer, u) not in extra:
-                    extra[(layer, u)] = plan.render(layer, u, "channel")
-    if extra:
-        more = _run(list(extra.values()), site, jobs, loader, model, progress)
-        report.results.update(more.results)
-        report.computed += more.computed
-        report.reused += more.reused
+    graph_keys = {t.key for t in graphs.values()}
+    extra: dict = {}
+
+    def circuit_nodes(task: Task, result) -> list[Task]:
+        """A finished circuit graph names the thumbnails of its nodes (the gallery's own are reused)."""
+        if task.key not in graph_keys:
+            return []
+        for layer, u in result.value.nodes():
+            if (layer, u) not in renders and (layer, u) not in extra:
+                extra[(layer, u)] = plan.render(layer, u, "channel")
+        return list(extra.values())
+
+    report = run_tasks(plan.tasks, site / ".cache" / "tasks", jobs=jobs, loader=loader,
+                       model=model if jobs <= 1 else None, progress=progress, desc="gallery", expand=circuit_nodes)
 
     def thumb(layer, u):
         r = renders.get((layer, u))
@@ -211,17 +165,16 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
         for u in cfg.units[layer]:
             data.neurons.append(_neuron_page(site, report, layers, li, u, renders[(layer, u)],
                                              circuits[(layer, u)], dataset.get(layer), thumb))
-            c = report.results[circuits[(layer, u)].key].meta
+            c = report.results[circuits[(layer, u)].key].value
             if li > 0 and (layer, u) not in graphs:  # a one-level circuit page from the same data
                 levels = [[P.CircuitNode(layer, u, thumb(layer, u))],
-                          [P.CircuitNode(layers[li - 1], r["unit"], thumb(layers[li - 1], r["unit"]))
-                           for r in c["inputs"]]]
-                edges = [P.CircuitEdge((layers[li - 1], r["unit"]), (layer, u), r["weight"]) for r in c["inputs"]]
+                          [P.CircuitNode(layers[li - 1], r.unit, thumb(layers[li - 1], r.unit)) for r in c.inputs]]
+                edges = [P.CircuitEdge((layers[li - 1], r.unit), (layer, u), r.weight) for r in c.inputs]
                 data.circuits.append(P.CircuitPage(layer, u, levels, edges))
     for (layer, u), task in graphs.items():
-        meta = report.results[task.key].meta
-        levels = [[P.CircuitNode(l, x, thumb(l, x)) for l, x in level] for level in meta["levels"]]
-        edges = [P.CircuitEdge(tuple(s), tuple(d), w) for s, d, w in meta["edges"]]
+        g = report.results[task.key].value
+        levels = [[P.CircuitNode(l, x, thumb(l, x)) for l, x in level] for level in g.levels]
+        edges = [P.CircuitEdge(tuple(s), tuple(d), w) for s, d, w in g.edges]
         data.circuits.append(P.CircuitPage(layer, u, levels, edges))
     from .site import write_site
 
@@ -229,31 +182,25 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
     return report
 
 
-def _run(tasks, site, jobs, loader, model, progress) -> BuildReport:
-    return run_tasks(tasks, site / ".cache" / "tasks", jobs=jobs, loader=loader,
-                     model=model if jobs <= 1 else None, progress=progress, desc="gallery")
-
-
 def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thumb) -> P.NeuronPage:
     layer = layers[li]
-    c = report.results[circuit_task.key].meta
+    c = report.results[circuit_task.key].value
     div = report.results.get(r["diversity"].key) if r["diversity"] is not None else None
     page = P.NeuronPage(layer, u, main=thumb(layer, u),
                         negative=_publish(site, report, r["negative"], "image.png"),
                         diversity=[i for i in (_publish(site, report, r["diversity"], f)
-                                               for f in (div.meta["files"] if div else [])) if i])
+                                               for f in (div.value.files if div else [])) if i])
     for key, other in (("inputs", layers[li - 1] if li > 0 else None),
                        ("outputs", layers[li + 1] if li + 1 < len(layers) else None)):
-        for row in c.get(key, []):
-            getattr(page, key).append(P.Connection(other, row["unit"], row["weight"], thumb(other, row["unit"]),
-                                                   _publish(site, report, circuit_task, row["heatmap"])))
-    page.classes = [P.ClassScore(x["index"], x["label"], x["score"]) for x in c.get("classes", [])]
+        for row in getattr(c, key):
+            getattr(page, key).append(P.Connection(other, row.unit, row.weight, thumb(other, row.unit),
+                                                   _publish(site, report, circuit_task, row.heatmap)))
+    page.classes = [P.ClassScore(x.index, x.label, x.score) for x in c.classes]
     if dataset_task is not None:
-        d = report.results[dataset_task.key]
-        crops = d.meta["crops"].get(str(u), {})
+        crops = report.results[dataset_task.key].value.crops.get(str(u), {})
         for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):
             for row in crops.get(sign, []):
-                img = _publish(site, report, dataset_task, row["file"])
+                img = _publish(site, report, dataset_task, row.file)
                 if img:
-                    target.append(P.Example(img, row["value"], row["image"]))
+                    target.append(P.Example(img, row.value, row.image))
     return page

@@ -16,6 +16,9 @@ from .executor import BuildReport, ModelRef, TaskContext, TaskError, execute, ru
 from ..hashing import model_fingerprint
 from .store import TaskResult, TaskStore
 
+# every task kind is registered when vizsuite.tasks is imported (kinds import engines lazily)
+from . import atlas, circuits, examples, renders  # noqa: E402,F401  isort: skip
+
 __all__ = ["BuildReport", "CACHE_VERSION", "ModelRef", "Task", "TaskContext", "TaskError", "TaskResult",
            "TaskStore", "canonical_json", "content_hash", "execute", "make_task", "model_fingerprint",
            "register_task", "run_tasks", "task_function"]

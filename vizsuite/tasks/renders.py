@@ -11,10 +11,9 @@ diversity penalty couples the images of one set).
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..images import save_png
 from .core import Task, make_task, register_task
+from .results import DiversitySet, UnitRender
 
 #: The default recipe of unit renders (a task's key includes it, so changing it re-renders).
 #: `model_px` is the size the model sees (0: its input size). Feeding the 128 px image as is,
@@ -25,29 +24,49 @@ DEFAULT_RECIPE = {"steps": 128, "size": 128, "model_px": 128, "lr": 0.05, "trans
 OBJECTIVES = ("channel", "negative", "neuron", "deepdream", "direction")
 
 
-def recipe_with_defaults(recipe: dict | None) -> dict:
-    """The default recipe overlaid with the given keys."""
-    return {**DEFAULT_RECIPE, **(recipe or {})}
+def recipe_with_defaults(recipe: dict | None, model=None) -> dict:
+    """The default recipe overlaid with the given keys; with `model`, the ReLU gradient rule the
+    render will use (`relu_grad`, from its card unless given) is made explicit, so it is part of
+    every render task's key."""
+    out = {**DEFAULT_RECIPE, **(recipe or {})}
+    if model is not None and not out.get("relu_grad"):
+        from ..optvis.render import default_relu_grad
+
+        out["relu_grad"] = default_relu_grad(model)
+    return out
 
 
-def unit_render_task(model_fp: str, layer: str, unit: int, objective: str = "channel", *, seed: int = 0,
+def unit_render_task(model, layer: str, unit, objective: str = "channel", *, seed: int = 0,
                      recipe: dict | None = None) -> Task:
-    """The `render_unit` task of one unit: galleries, atlases and explain pages build it the same
-    way, so they share each other's finished renders."""
-    return make_task("render_unit", model=model_fp, layer=layer, unit=int(unit), objective=objective,
-                     seed=int(seed), recipe=recipe_with_defaults(recipe))
+    """The `render_unit` task of one unit (`units.Unit`, its text, or a channel index; -1 for a
+    whole-layer objective): galleries, atlases and explain pages build it the same way, so they
+    share each other's finished renders."""
+    from ..hashing import model_fingerprint
+    from ..units import Unit, parse_unit
+
+    u = None if unit is None or unit == -1 else (Unit(layer, int(unit)) if isinstance(unit, int) else parse_unit(unit))
+    return make_task("render_unit", model=model_fingerprint(model), layer=layer,
+                     unit=None if u is None else u.to_json(), objective=objective,
+                     seed=int(seed), recipe=recipe_with_defaults(recipe, model))
 
 
-def unit_objective(kind: str, layer: str, unit: int, index: int, vector=None):
-    """The optvis objective for image `index` of a batch."""
+def task_unit(task: Task):
+    """The `units.Unit` a render task names (None for whole-layer objectives)."""
+    from ..units import Unit
+
+    return None if task.get("unit") is None else Unit.from_json(task["unit"])
+
+
+def unit_objective(kind: str, layer: str, unit, index: int, vector=None):
+    """The optvis objective for image `index` of a batch (`unit`: a units.Unit or None)."""
     from ..optvis import objectives as obj
 
     if kind == "channel":
-        return obj.channel(layer, unit, batch=index)
+        return obj.unit(unit, batch=index)
     if kind == "negative":
-        return -obj.channel(layer, unit, batch=index)
+        return -obj.unit(unit, batch=index)
     if kind == "neuron":
-        return obj.neuron(layer, unit, batch=index)
+        return obj.unit(unit if unit.y is not None else unit.reduced("center"), batch=index)
     if kind == "deepdream":
         return obj.layer(layer, batch=index)
     if kind == "direction":
@@ -67,7 +86,8 @@ def _render(model, objectives, recipe: dict, seed: int, batch: int):
     transforms = get_transforms(recipe["transforms"], _model_px(model, recipe), size)
     return render(model, objectives, batch=batch, steps=int(recipe["steps"]), size=size,
                   lr=float(recipe["lr"]), transforms=transforms, fft=bool(recipe["fft"]),
-                  decorrelate=bool(recipe["decorrelate"]), seed=int(seed), progress=False)
+                  decorrelate=bool(recipe["decorrelate"]), seed=int(seed), progress=False,
+                  relu_grad=recipe.get("relu_grad"))
 
 
 def _measure(model, objectives, images, recipe: dict) -> list[float]:
@@ -80,19 +100,19 @@ def _measure(model, objectives, images, recipe: dict) -> list[float]:
     return [float(v) for v in evaluate(model, total, images, size=_model_px(model, recipe))]
 
 
-@register_task("render_unit", batch=16, batch_by=("model", "layer", "recipe", "seed"))
-def render_units(tasks, ctxs) -> list[dict[str, Any]]:
+@register_task("render_unit", result=UnitRender, batch=16, batch_by=("model", "layer", "recipe", "seed"))
+def render_units(tasks, ctxs) -> list[UnitRender]:
     """Render a batch of units of one layer; params: layer, unit, objective, seed, recipe
     (and `vector` for objective='direction'). Writes image.png; meta: value, objective."""
     model = ctxs[0].model
     recipe = recipe_with_defaults(tasks[0]["recipe"])
-    objectives = [unit_objective(t["objective"], t["layer"], int(t["unit"]), i, t.get("vector"))
+    objectives = [unit_objective(t["objective"], t["layer"], task_unit(t), i, t.get("vector"))
                   for i, t in enumerate(tasks)]
     result = _render(model, objectives, recipe, tasks[0]["seed"], len(tasks))
     values = _measure(model, objectives, result.images, recipe)
     for ctx, img in zip(ctxs, result.images):
         save_png(img[:3], ctx.path("image.png"))
-    return [{"value": v, "objective": o.description} for v, o in zip(values, objectives)]
+    return [UnitRender(v, o.description) for v, o in zip(values, objectives)]
 
 
 def grouped(objective_for_group, groups: list[range], layer: str, description: str):
@@ -114,8 +134,9 @@ def grouped(objective_for_group, groups: list[range], layer: str, description: s
     return Objective(fn, description, [layer])
 
 
-@register_task("render_diversity", batch=4, batch_by=("model", "layer", "recipe", "seed", "count"))
-def render_diversity(tasks, ctxs) -> list[dict[str, Any]]:
+@register_task("render_diversity", result=DiversitySet, batch=4,
+               batch_by=("model", "layer", "recipe", "seed", "count"))
+def render_diversity(tasks, ctxs) -> list[DiversitySet]:
     """Diversity sets: per unit, `count` images pushed apart in style (Gram matrices) while each
     maximizes the channel. Several units' sets share one batched render; the penalty only
     couples images of the same set. Writes diversity_0.png ...; meta: values."""
@@ -127,17 +148,17 @@ def render_diversity(tasks, ctxs) -> list[dict[str, Any]]:
     model = ctxs[0].model
     recipe = recipe_with_defaults(tasks[0]["recipe"])
     n, layer, seed = int(tasks[0]["count"]), tasks[0]["layer"], int(tasks[0]["seed"])
-    units = [int(t["unit"]) for t in tasks]
+    units = [task_unit(t) for t in tasks]
     groups = [range(g * n, (g + 1) * n) for g in range(len(tasks))]
     px = _model_px(model, recipe)
     # the penalty is scaled by the objective's size on the start images (as `vizsuite render`
     # does), so one relative weight suits units of very different activation ranges
     start = ImageParam(int(recipe["size"]), n * len(tasks), generator=torch.Generator().manual_seed(seed))
-    reward = grouped(lambda g: obj.channel(layer, units[g]), groups, layer,
-                     f"channel({layer!r}, {units}) per set")
+    reward = grouped(lambda g: obj.unit(units[g]), groups, layer,
+                     f"channel({layer!r}, {[u.index for u in units]}) per set")
     scales = evaluate(model, reward, start().detach(), size=px).abs().view(len(tasks), n).mean(1).clamp_min(1.0)
     weight = float(recipe["diversity_weight"])
-    objective = grouped(lambda g: obj.channel(layer, units[g]) - weight * float(scales[g]) * obj.diversity(layer),
+    objective = grouped(lambda g: obj.unit(units[g]) - weight * float(scales[g]) * obj.diversity(layer),
                         groups, layer, f"channel - {weight:g} * scale * diversity({layer!r}) per set of {n}")
     result = _render(model, objective, recipe, seed, n * len(tasks))
     values = evaluate(model, reward, result.images, size=px).view(len(tasks), n)
@@ -148,6 +169,6 @@ def render_diversity(tasks, ctxs) -> list[dict[str, Any]]:
             name = f"diversity_{i}.png"
             save_png(result.images[g * n + i][:3], ctx.path(name))
             files.append(name)
-        metas.append({"files": files, "values": values[g].tolist(),
-                      "objective": f"channel({layer!r}, {units[g]}) - {weight:g} * scale * diversity({layer!r})"})
+        metas.append(DiversitySet(files, values[g].tolist(),
+                                  f"channel({layer!r}, {units[g].index}) - {weight:g} * scale * diversity({layer!r})"))
     return metas

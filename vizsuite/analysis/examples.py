@@ -23,7 +23,6 @@ from ..fileio import atomic_path, write_json
 from ..hashing import image_list_signature, model_fingerprint
 from ..images import find_images, load_image, resize_center_crop, to_array
 from ..stream import TopExamples, stream
-from ..tasks import register_task
 from ..units import Unit
 from .receptive import ReceptiveField, receptive_fields
 
@@ -179,18 +178,3 @@ def dataset_task_params(model, layer: str, images_dir: str | os.PathLike, *, k: 
     return {"model": model_fingerprint(model), "layer": layer, "images_dir": str(Path(images_dir).resolve()),
             "images_signature": image_list_signature(paths), "k": int(k), "crop_px": int(crop_px),
             "units": None if units is None else [int(u) for u in units]}
-
-
-@register_task("dataset_examples")
-def dataset_examples_task(task, ctx) -> dict:
-    """Task kind `dataset_examples`: writes examples.npz/.json and pos_/neg_ PNG crops per unit."""
-    paths = find_images(task["images_dir"])
-    if image_list_signature(paths) != task["images_signature"]:
-        raise UserError(f"images in {task['images_dir']} changed since the build was planned; run it again")
-    layer = task["layer"]
-    units = {layer: task["units"]} if task.get("units") is not None else None
-    ex = compute_dataset_examples(ctx.model, [layer], paths, k=task["k"], units=units,
-                                  crop_px=task["crop_px"], progress=False)[layer]
-    ex.save(ctx.path("examples.npz"))
-    files = {str(u): ex.save_crops(u, ctx.out_dir, prefix=f"u{u}_") for u in ex.units}
-    return {"units": ex.units, "rf": ex.rf.as_dict(), "crops": files, "skipped": ex.meta.get("skipped", 0)}

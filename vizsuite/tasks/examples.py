@@ -1,0 +1,27 @@
+"""The `dataset_examples` task kind: one streaming pass per layer over an image folder, the
+top-k most positive and negative examples of each unit with their receptive-field crops."""
+
+from __future__ import annotations
+
+from .core import register_task
+from .results import DatasetResult
+
+
+@register_task("dataset_examples", result=DatasetResult)
+def dataset_examples_task(task, ctx) -> DatasetResult:
+    """Task kind `dataset_examples`: writes examples.npz/.json and pos_/neg_ PNG crops per unit."""
+    from ..analysis.examples import compute_dataset_examples
+    from ..errors import UserError
+    from ..hashing import image_list_signature
+    from ..images import find_images
+
+    paths = find_images(task["images_dir"])
+    if image_list_signature(paths) != task["images_signature"]:
+        raise UserError(f"images in {task['images_dir']} changed since the build was planned; run it again")
+    layer = task["layer"]
+    units = {layer: task["units"]} if task.get("units") is not None else None
+    ex = compute_dataset_examples(ctx.model, [layer], paths, k=task["k"], units=units,
+                                  crop_px=task["crop_px"], progress=False)[layer]
+    ex.save(ctx.path("examples.npz"))
+    files = {str(u): ex.save_crops(u, ctx.out_dir, prefix=f"u{u}_") for u in ex.units}
+    return DatasetResult(ex.units, ex.rf.as_dict(), files, ex.meta.get("skipped", 0))
