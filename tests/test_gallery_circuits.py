@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vizsuite.gallery import circuits as C
+from vizsuite.analysis import circuits as C
 from vizsuite.zoo.spec import ModelSpec, VisionModel
 
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, model_from_args
 
 
 def register(sub) -> None:
@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--method", default="lrp", metavar="M[,M...]",
                    help="saliency, gradient_x_input (gxi), integrated_gradients (ig), smoothgrad (sg), "
                         "gradcam, lrp (default lrp)")
+    add_basis_arg(p)
     p.add_argument("--target", default="top1", metavar="T",
                    help="top1 | topK | INDEX | LABEL | LAYER:UNIT[@Y,X] (default top1)")
     p.add_argument("--composite", default="epsilon_plus_flat", metavar="NAME",
@@ -86,7 +87,7 @@ def validate(args) -> list[str]:
             if ":" not in args.composite:
                 raise UserError("custom composite needs rules: --composite custom:PATTERN=RULE,...")
             parse_rules(args.composite.split(":", 1)[1])
-    parse_target(args.target)
+    parse_target(args.target, bases_from_args(args))
     for name, value in (("--steps", args.steps), ("--samples", args.samples), ("--internal-batch-size",
                                                                               args.internal_batch_size)):
         if value is not None and value < 1:
@@ -109,7 +110,7 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..attribution import attribute
+    from ..attribution import attribute, parse_target
     from ..attribution.heatmap import colorize, colour_bar, overlay, symmetric_scale, to_map
     from ..attribution.report import render_report
     from ..fileio import atomic_path, write_manifest
@@ -117,13 +118,17 @@ def run(args) -> int:
 
     methods = validate(args)
     model = model_from_args(args)
+    bases = bases_from_args(args)
+    spec = parse_target(args.target, bases)
+    if spec.kind == "unit":  # layer, index, position, and a basis made for this layer and model
+        check_units(model, [spec.unit], bases)
     batch = load_batch(args.images, model.input_size, model.spec.crop_pct).to(model.mean.device)
     stems = _stems(args.images)
 
     # Compute everything first: a bad target (exit 2) must leave no files behind.
     results = {}
     for method in tqdm(methods, desc="attribute", disable=args.quiet, leave=False):
-        results[method] = attribute(model, batch, args.target, method, **_method_options(method, args))
+        results[method] = attribute(model, batch, spec, method, **_method_options(method, args))
 
     with torch.no_grad():
         probs = torch.softmax(model(batch).float(), dim=1)

@@ -55,3 +55,32 @@ def model_from_args(args: argparse.Namespace):
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_basis_arg(parser: argparse.ArgumentParser) -> None:
+    """--basis NAME=PATH (repeatable): feature bases for `LAYER/NAME:K` units (docs/units.md)."""
+    parser.add_argument("--basis", action="append", default=[], metavar="NAME=PATH",
+                        help="a basis file (directions or dictionary) for LAYER/NAME:K units; repeatable")
+
+
+def bases_from_args(args: argparse.Namespace):
+    """The BasisSet named by --basis (UserError for a bad spec or an unreadable file)."""
+    from ..units import BasisSet
+
+    return BasisSet.from_args(getattr(args, "basis", None))
+
+
+def check_units(model, texts, bases, layers=None):
+    """Parse and validate unit texts against the model (layer, index, position, and a basis's
+    recorded layer and model); [(Unit, LayerInfo)]."""
+    from ..capture import list_layers
+    from ..hashing import model_fingerprint
+    from ..units import check_unit, parse_unit
+
+    layers = layers if layers is not None else list_layers(model)
+    fp = model_fingerprint(model) if bases else None
+    out = []
+    for text in texts:
+        unit = parse_unit(text, bases)
+        out.append((unit, check_unit(unit, layers, fp)))
+    return out

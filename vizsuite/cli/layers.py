@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_model_args, model_from_args
+from .common import add_basis_arg, add_model_args, bases_from_args, check_units, model_from_args
 
 
 def register(sub) -> None:
@@ -15,13 +15,15 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("only", nargs="*", metavar="LAYER|UNIT", help="show only these layers / check these units")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_basis_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..capture import check_unit, list_layers, parse_unit
+    from ..capture import list_layers
     from ..errors import UserError, close_matches
 
+    bases = bases_from_args(args)
     model = model_from_args(args)
     layers = list_layers(model)
     if args.only:
@@ -29,7 +31,7 @@ def run(args) -> int:
         picked = []
         for text in args.only:
             if ":" in text:
-                picked.append(check_unit(parse_unit(text), layers))
+                picked.append(check_units(model, [text], bases, layers)[0][1])
             elif text in by_name:
                 picked.append(by_name[text])
             else:

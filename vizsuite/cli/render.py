@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, model_from_args
 
 OBJECTIVES = ("channel", "neuron", "direction", "layer", "class", "logprob")
 
@@ -22,6 +22,7 @@ def register(sub) -> None:
                        description="Optimize images that maximize units, layers, directions or classes "
                                    "(fft + decorrelated colour + robust transforms by default).")
     add_model_args(p)
+    add_basis_arg(p)
     p.add_argument("units", nargs="+", metavar="UNIT",
                    help="LAYER:INDEX, LAYER:INDEX@Y,X, LAYER (layer/direction), or a class index/label "
                         "(class/logprob)")
@@ -98,8 +99,9 @@ def _load_vector(path: str):
 
 def _targets(args, model):
     """Validate every UNIT against the model; return [(target dict, objective factory)]."""
-    from ..capture import check_unit, list_layers, parse_unit
+    from ..capture import list_layers
     from ..optvis import objectives as O
+    from ..units import Unit, check_unit
 
     kind = args.objective
     out = []
@@ -114,12 +116,10 @@ def _targets(args, model):
                         lambda b, i=idx, make=make: make(i, batch=b)))
         return out
     layers = list_layers(model)  # the model always sees its input size (render resizes)
-    by_name = {info.name: info for info in layers}
+    bases = bases_from_args(args)
     vector = _load_vector(args.vector) if kind == "direction" else None
     for text in args.units:
         if kind in ("layer", "direction") and ":" not in text:
-            from ..capture import Unit
-
             info = check_unit(Unit(text.strip(), 0), layers)
             if kind == "direction" and vector.numel() != info.channels:
                 raise UserError(f"--vector has {vector.numel()} values, layer {info.name} has {info.channels} channels")
@@ -130,8 +130,7 @@ def _targets(args, model):
                 out.append(({"layer": name, "unit": "direction"},
                             lambda b, n=name: O.direction(n, vector, batch=b)))
             continue
-        unit = parse_unit(text)
-        info = check_unit(unit, layers)
+        ((unit, info),) = check_units(model, [text], bases, layers)
         k = kind or ("neuron" if unit.y is not None else "channel")
         if k in ("layer", "direction"):
             raise UserError(f"--objective {k} takes a LAYER, not a unit ({text})")
@@ -139,7 +138,9 @@ def _targets(args, model):
             raise UserError(f"--objective channel takes LAYER:INDEX, not a position ({text}); use --objective neuron")
         if k == "neuron" and len(info.shape) != 3:
             raise UserError(f"layer {unit.layer} has no spatial positions for --objective neuron")
-        if k == "neuron":
+        if not unit.is_channel:  # a feature of a basis: its value (mean, or at @Y,X)
+            make = lambda b, u=unit: O.unit(u if k != "neuron" or u.y is not None else u.reduced("center"), batch=b)
+        elif k == "neuron":
             make = lambda b, u=unit: O.neuron(u.layer, u.channel, u.y, u.x, batch=b)
         else:
             make = lambda b, u=unit: O.channel(u.layer, u.channel, batch=b)
