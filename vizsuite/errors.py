@@ -1,4 +1,4 @@
-"""Errors that the CLI maps to exit codes (DESIGN.md: 2 = bad input, 1 = unexpected)."""
+"""Errors that the CLI maps to exit codes (docs/conventions.md: 2 = bad input, 1 = unexpected)."""
 
 from __future__ import annotations
 

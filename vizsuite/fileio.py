@@ -55,7 +55,7 @@ def _json_default(obj: Any) -> Any:
 
 def write_manifest(out_dir: str | os.PathLike, items: list[dict], command: list[str] | None = None,
                    **extra: Any) -> Path:
-    """Write `out_dir/manifest.json` in the shared format (DESIGN.md)."""
+    """Write `out_dir/manifest.json` in the shared format (docs/conventions.md)."""
     data = {
         "vizsuite": __version__,
         "command": list(sys.argv) if command is None else list(command),

@@ -1,6 +1,6 @@
 """Photos in and PNGs out: loading any Pillow format, preprocessing per spec, atomic saves.
 
-Tensors here are float N x 3 x H x W in [0, 1], RGB (DESIGN.md).
+Tensors here are float N x 3 x H x W in [0, 1], RGB (docs/conventions.md).
 """
 
 from __future__ import annotations

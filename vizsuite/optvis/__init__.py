@@ -7,7 +7,7 @@
     result = render(model, obj.channel("blocks.4", 12), steps=256)
     result.images        # 1 x 3 x 224 x 224 in [0, 1]
 
-Never imports vizsuite.attribution (DESIGN.md: optvis and attribution are siblings).
+Never imports vizsuite.attribution (docs/architecture.md: engines are siblings).
 """
 
 from . import objectives, param, transforms

@@ -82,7 +82,7 @@ class TaskContext:
         return self.model.mean.device if hasattr(self.model, "mean") else "cpu"
 
     def generator(self, seed: int):
-        """A torch.Generator on the model's device, seeded (DESIGN.md: seeds passed explicitly)."""
+        """A torch.Generator on the model's device, seeded (docs/conventions.md: seeds passed explicitly)."""
         import torch
 
         gen = torch.Generator(device=self.device)
