@@ -163,7 +163,30 @@ def _array_hash(*arrays, meta: Mapping) -> str:
     return h.hexdigest()[:16]
 
 
-class Directions(Basis):
+class _Matrix(Basis):
+    """A basis given by K x C arrays (`_rows`): K features over C channels."""
+
+    _rows: torch.Tensor
+    _hash: str
+
+    def size(self, channels: int) -> int:
+        return self._rows.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self._rows.shape[1]
+
+    @property
+    def hash(self) -> str:
+        return self._hash
+
+    def _check(self, act):
+        if act.shape[1] != self.channels:
+            label = f"{self.kind} basis" + (f" {self.name!r}" if self.name else "")
+            raise UserError(f"{label} has {self.channels} channels, the activation has {act.shape[1]}")
+
+
+class Directions(_Matrix):
     """K directions (K x C): feature k = <activation, row k> at each position (not normalized,
     as Lucid's `direction` objective)."""
 
@@ -179,26 +202,10 @@ class Directions(Basis):
             raise UserError(f"a direction basis needs a K x C matrix, got shape {tuple(v.shape)}")
         if not torch.isfinite(v).all():
             raise UserError("a direction basis contains NaN or infinite values")
-        self.vectors = v
+        self.vectors = self._rows = v
         self.name, self.layer, self.model, self.path = name, layer, model, path
         self.labels = tuple(labels)
         self._hash = _array_hash(v.numpy(), meta={"kind": self.kind, "layer": layer, "model": model})
-
-    def size(self, channels: int) -> int:
-        return self.vectors.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.vectors.shape[1]
-
-    @property
-    def hash(self) -> str:
-        return self._hash
-
-    def _check(self, act):
-        if act.shape[1] != self.channels:
-            raise UserError(f"direction basis {self.name or ''} has {self.channels} channels, "
-                            f"the activation has {act.shape[1]}".replace("basis  has", "basis has"))
 
     def encode(self, act):
         self._check(act)
@@ -217,7 +224,7 @@ class Directions(Basis):
         return 1.0 / float(d.double().pow(2).sum().clamp_min(1e-24))
 
 
-class Dictionary(Basis):
+class Dictionary(_Matrix):
     """A sparse dictionary over a layer's channels (an SAE or NMF): features K.
 
     codes = act(((x - shift) / scale - b_dec) @ encoder.T + b_enc), with act one of "relu",
@@ -238,6 +245,7 @@ class Dictionary(Basis):
             return torch.as_tensor(np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a,
                                               dtype=np.float64))
         self.encoder, self.decoder = t(encoder), t(decoder)
+        self._rows = self.encoder
         if self.encoder.dim() != 2 or self.encoder.shape != self.decoder.shape:
             raise UserError(f"dictionary encoder {tuple(self.encoder.shape)} and decoder "
                             f"{tuple(self.decoder.shape)} must both be K x C")
@@ -258,21 +266,8 @@ class Dictionary(Basis):
                                  meta={"kind": self.kind, "activation": activation, "k": self.k,
                                        "threshold": self.threshold, "layer": layer, "model": model})
 
-    def size(self, channels: int) -> int:
-        return self.encoder.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.encoder.shape[1]
-
-    @property
-    def hash(self) -> str:
-        return self._hash
-
     def _pre(self, act):
-        if act.shape[1] != self.channels:
-            raise UserError(f"dictionary {self.name or ''} has {self.channels} channels, "
-                            f"the activation has {act.shape[1]}")
+        self._check(act)
         shape = (1, -1) + (1,) * (act.dim() - 2)
         dev, dt = act.device, act.dtype
         x = (act - self.shift.to(dev, dt).view(shape)) / self.scale.to(dev, dt)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..hooks import Hooks, replace
+from ..units import Unit
 from ..errors import UserError
 from .linear import linearized
 
@@ -32,6 +33,20 @@ from .linear import linearized
 def _replace_output(model, layer, value_fn):
     """Writes `value_fn(original output)` as the layer's output (first call only)."""
     return Hooks(model, (), [replace(layer, value_fn)], stop_early=False)
+
+
+def channel_indices(units) -> list[int]:
+    """Channel indices of units (`units.Unit` of the channel basis, or ints): expanded weights
+    are between channels; a feature of another basis is refused."""
+    out = []
+    for u in units:
+        if isinstance(u, Unit):
+            if not u.is_channel:
+                raise UserError(f"expanded weights connect channels; {u} is a feature of basis {u.basis.name!r}")
+            out.append(u.index)
+        else:
+            out.append(int(u))
+    return out
 
 
 def _probe(model, layer: str, size: int) -> torch.Size:
@@ -103,7 +118,7 @@ def expanded_weights_into_many(model, l1: str, l2: str, units: Sequence[int], *,
     target, and batch items are independent, so one backward gives every unit's kernels."""
     size = size or model.input_size
     shape = _probe(model, l1, size)
-    units = [int(u) for u in units]
+    units = channel_indices(units)
     z = torch.zeros((len(units),) + tuple(shape[1:]), device=model.mean.device, requires_grad=True)
     with torch.enable_grad():
         out = _l2_from_l1(model, l1, l2, z, size)
@@ -134,7 +149,7 @@ def expanded_weights_out_of_many(model, l1: str, units: Sequence[int], l2: str, 
     impulse per unit."""
     size = size or model.input_size
     shape = _probe(model, l1, size)
-    units = [int(u) for u in units]
+    units = channel_indices(units)
     z = torch.zeros((len(units) + 1,) + tuple(shape[1:]), device=model.mean.device)
     for k, u in enumerate(units, start=1):
         if not 0 <= u < shape[1]:
@@ -157,7 +172,7 @@ def circuit(model, layers: Sequence[str], unit: int, fan: int = 3) -> tuple[list
     edges = [((src_layer, src_unit), (dst_layer, dst_unit), signed weight)].
     """
     layers = list(layers)
-    levels = [[(layers[-1], int(unit))]]
+    levels = [[(layers[-1], channel_indices([unit])[0])]]
     edges = []
     for depth in range(1, len(layers)):
         src_layer, nxt = layers[-1 - depth], []
@@ -179,7 +194,7 @@ def class_support(model, layer: str, units: Sequence[int], *, images: Optional[t
     AD, one pass per unit); without, through the linearized network from a zero layer
     ("expanded weights to the logits").
     """
-    units = [int(u) for u in units]
+    units = channel_indices(units)
     device = model.mean.device
     if images is None:
         size = model.input_size

@@ -195,7 +195,7 @@ def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thu
         for row in getattr(c, key):
             getattr(page, key).append(P.Connection(other, row.unit, row.weight, thumb(other, row.unit),
                                                    _publish(site, report, circuit_task, row.heatmap)))
-    page.classes = [P.ClassScore(x.index, x.label, x.score) for x in c.classes]
+    page.classes = list(c.classes)
     if dataset_task is not None:
         crops = report.results[dataset_task.key].value.crops.get(str(u), {})
         for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):

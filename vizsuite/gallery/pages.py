@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..tasks.results import ClassScore  # the same record on pages and in task results
+
 
 @dataclass
 class Img:
@@ -69,13 +71,6 @@ class Example:
     image: Img
     value: float
     source: str = ""
-
-
-@dataclass
-class ClassScore:
-    index: int
-    label: str
-    score: float
 
 
 @dataclass
