@@ -42,10 +42,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically (indented, keys kept in insertion order)."""
-    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    return write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`json.dump(default=...)` for numpy values and paths."""
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, Path):

@@ -38,16 +38,17 @@ def recipe_with_defaults(recipe: dict | None, model=None) -> dict:
 
 def unit_render_task(model, layer: str, unit, objective: str = "channel", *, seed: int = 0,
                      recipe: dict | None = None) -> Task:
-    """The `render_unit` task of one unit (`units.Unit`, its text, or a channel index; -1 for a
+    """The `render_unit` task of one unit (model: the model, or its fingerprint) (`units.Unit`, its text, or a channel index; -1 for a
     whole-layer objective): galleries, atlases and explain pages build it the same way, so they
     share each other's finished renders."""
     from ..hashing import model_fingerprint
     from ..units import Unit, parse_unit
 
     u = None if unit is None or unit == -1 else (Unit(layer, int(unit)) if isinstance(unit, int) else parse_unit(unit))
-    return make_task("render_unit", model=model_fingerprint(model), layer=layer,
-                     unit=None if u is None else u.to_json(), objective=objective,
-                     seed=int(seed), recipe=recipe_with_defaults(recipe, model))
+    # a fingerprint alone (str) cannot say the model's ReLU rule: give it in the recipe then
+    fp, net = (model, None) if isinstance(model, str) else (model_fingerprint(model), model)
+    return make_task("render_unit", model=fp, layer=layer, unit=None if u is None else u.to_json(),
+                     objective=objective, seed=int(seed), recipe=recipe_with_defaults(recipe, net))
 
 
 def task_unit(task: Task):

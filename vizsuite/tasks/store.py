@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..fileio import json_default
 from .core import Task
 
 DONE = "done.json"
@@ -118,7 +119,7 @@ class TaskStore:
                   "seconds": round(seconds, 4), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         tmp = staging / f".{DONE}.part"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1, default=_json_default)
+            json.dump(record, fh, indent=1, default=json_default)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, staging / DONE)
@@ -132,11 +133,3 @@ class TaskStore:
                 raise
             shutil.rmtree(staging, ignore_errors=True)  # a concurrent build finished it first
         return TaskResult(task.key, task.kind, final, record["meta"], computed=True, seconds=seconds)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"task metadata must be JSON data, got {type(obj).__name__}")
