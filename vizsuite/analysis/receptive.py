@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..capture import Capture
+from ..hooks import Hooks
 from ..hashing import model_fingerprint
 from .linear import linearized
 
@@ -85,7 +85,7 @@ def receptive_fields(model, layers: Sequence[str], *, start_size: Optional[int] 
 def _measure_round(model, todo, size, max_size, gen, device, out, fp, key_size):
     """One input size: measure every layer in `todo`; return the ones to retry bigger."""
     x = torch.rand(1, 3, size, size, generator=gen).to(device).requires_grad_(True)
-    with linearized(model), Capture(model, todo, stop_early=True) as cap:
+    with linearized(model), Hooks(model, todo, stop_early=True) as cap:
         acts = cap(x)
     retry = []
     for layer in todo:

@@ -57,7 +57,7 @@ def collect(model, layer: str, paths: Sequence[Path], *, samples: int = 4000, se
 
 def check_spatial(model, layer: str) -> tuple[int, int, int]:
     """(C, H, W) of the layer at the model's input size; UserError unless it is a spatial map."""
-    from ..capture import activations
+    from ..hooks import activations
 
     model.layer(layer)  # unknown layer -> UserError with close matches
     blank = torch.zeros(1, 3, model.input_size, model.input_size, device=model.mean.device)

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..capture import Capture
+from ..hooks import Hooks
 from ..errors import UserError
 from ..analysis.samples import check_spatial, position_attribution
 from .icons import IconRecipe, render_unit_icons
@@ -58,7 +58,7 @@ def building_blocks(model, image_path: Path, layer: str, class_index: Optional[i
 
     x = load_batch([image_path], model.input_size, model.spec.crop_pct).to(model.mean.device)
     x.requires_grad_(True)  # weights are frozen: the graph must start at the input
-    with Capture(model, [layer], stop_early=False) as cap:
+    with Hooks(model, [layer], stop_early=False) as cap:
         with torch.enable_grad():
             act = cap(x)[layer]
             if act.dim() != 4:

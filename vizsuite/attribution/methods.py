@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ..capture import Capture, inference_copy
-from ..hooks import resolve
+from ..capture import inference_copy
 from ..errors import UserError, close_matches
+from ..hooks import Hooks, resolve
 from ..zoo.spec import VisionModel
 from .targets import Target, TargetSpec, parse_target, resolve_targets
 
@@ -123,7 +123,7 @@ def _unit_forward(model: nn.Module, unit, space: str = "x"):
     net, normalize = split_model(model)
 
     def forward(inp: torch.Tensor) -> torch.Tensor:
-        with Capture(net, [unit.layer], stop_early=True) as cap:
+        with Hooks(net, [unit.layer], stop_early=True) as cap:
             acts = cap(normalize(inp) if space == "x" else inp)
         return unit.value(acts[unit.layer])
 
@@ -288,7 +288,7 @@ def _smoothgrad(model, x, spec, rows, logits, opts):
 def default_cam_layer(net: nn.Module, z: torch.Tensor) -> str:
     """The last module (in completion order) with a spatial output larger than 1 x 1."""
     names = [n for n, _ in net.named_modules() if n]
-    with Capture(net, names, stop_early=False, detach=True, strict=False) as cap, torch.no_grad():
+    with Hooks(net, names, stop_early=False, detach=True, strict=False) as cap, torch.no_grad():
         cap(z[:1])
         # completion order: a module's first call is recorded when it returns
         done = [n for n, a in cap.activations.items()
@@ -331,7 +331,7 @@ def _lrp(model, x, spec, rows, logits, opts):
     try:
         composite.register(net)
         if spec.kind == "unit":
-            with Capture(net, [spec.unit.layer], stop_early=True) as cap:
+            with Hooks(net, [spec.unit.layer], stop_early=True) as cap:
                 act = cap(z)[spec.unit.layer]
             rows = resolve_targets(model, spec, None, x.shape[0])
             seeds = [spec.unit.gradient(act) * act.detach()]

@@ -98,7 +98,8 @@ def _units(text, channels: int) -> list[int]:
 
 
 def run(args) -> int:
-    from ..capture import check_unit, list_layers, parse_unit
+    from ..capture import list_layers
+    from ..units import check_unit, parse_unit
     from ..errors import close_matches
     from ..gallery.build import GalleryConfig, build_gallery
     from ..tasks import ModelRef

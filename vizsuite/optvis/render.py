@@ -2,7 +2,7 @@
 
 The loop does nothing but optimize: no display, no saving. Per step it draws transform
 parameters (and alpha backgrounds) from one explicit `torch.Generator`, runs the model only as
-far as the deepest layer the objective reads (`Capture(stop_early=True)`; the full forward only
+far as the deepest layer the objective reads (`Hooks(stop_early=True)`; the full forward only
 when logits are needed), and back-propagates into the image parameters alone
 (`backward(inputs=...)`) of a frozen copy of the model, so no weight gradient is ever computed.
 
@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import Capture, inference_copy
+from ..capture import inference_copy
+from ..hooks import Hooks
 from ..errors import UserError
 from ..memory import keep_freed_memory
 from .objectives import Context, Objective, as_objective
@@ -121,7 +122,7 @@ class _Forward:
         self.capture = None
         if self.layers:
             # stop right after the deepest requested layer unless the logits are needed too
-            self.capture = Capture(self.model, self.layers, stop_early=not self.objective.needs_logits)
+            self.capture = Hooks(self.model, self.layers, stop_early=not self.objective.needs_logits)
             self.capture.__enter__()
         return self
 
