@@ -84,3 +84,39 @@ def check_units(model, texts, bases, layers=None):
         unit = parse_unit(text, bases)
         out.append((unit, check_unit(unit, layers, fp)))
     return out
+
+
+def add_executor_args(parser: argparse.ArgumentParser) -> None:
+    """--jobs, --executor local|ray, --ray-address, --gpus-per-worker (docs/scale.md)."""
+    g = parser.add_argument_group("execution")
+    g.add_argument("--jobs", type=int, metavar="N", help="worker processes (default 1; with ray: the cluster's CPUs)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="run tasks in this machine's processes (default) or on Ray")
+    g.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="GPUs each Ray worker asks for (with --device cuda)")
+
+
+def executor_options(args: argparse.Namespace, model) -> dict:
+    """run_tasks keywords from the execution flags: jobs, executor, and the model recipe (a
+    ModelRef) that pool and Ray workers load once each."""
+    from ..tasks import ModelRef
+
+    jobs = getattr(args, "jobs", None) or 1
+    if jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    executor = getattr(args, "executor", "local") or "local"
+    if executor == "ray":
+        from ..tasks.ray_executor import require_ray
+
+        require_ray()
+    elif getattr(args, "ray_address", None):
+        raise UserError("--ray-address needs --executor ray")
+    if (getattr(args, "gpus_per_worker", 0) or 0) < 0:
+        raise UserError("--gpus-per-worker must be 0 or more")
+    remote = jobs > 1 or executor == "ray"
+    loader = ModelRef(args.model, weights=args.weights, random_weights=bool(args.random_weights),
+                      mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
+                      input_size=args.input_size, device=str(model.mean.device)) if remote else None
+    return {"jobs": jobs, "loader": loader, "executor": executor, "ray_address": getattr(args, "ray_address", None),
+            "gpus_per_worker": getattr(args, "gpus_per_worker", 0.0) or 0.0}

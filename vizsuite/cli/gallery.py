@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_executor_args, add_model_args, add_quiet, executor_options, model_from_args
 
 SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
              "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out"}
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
     p.add_argument("--circuit", action="append", metavar="LAYER:UNIT", default=None,
                    help="also draw this unit's circuit over two earlier layers (repeatable)")
-    p.add_argument("--jobs", type=int, metavar="N", help="worker processes (default 1)")
+    add_executor_args(p)
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -102,7 +102,6 @@ def run(args) -> int:
     from ..units import check_unit, parse_unit
     from ..errors import close_matches
     from ..gallery.build import GalleryConfig, build_gallery
-    from ..tasks import ModelRef
 
     _merge(args)
     if not args.out:
@@ -145,10 +144,6 @@ def run(args) -> int:
                         k=args.k or 6, fan=args.fan or 4,
                         diversity=4 if args.diversity is None else args.diversity,
                         seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers)
-    jobs = args.jobs or 1
-    loader = ModelRef(args.model, weights=args.weights, random_weights=bool(args.random_weights),
-                      mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
-                      input_size=args.input_size, device=str(model.mean.device)) if jobs > 1 else None
-    report = build_gallery(model, args.out, cfg, jobs=jobs, loader=loader, progress=not args.quiet)
+    report = build_gallery(model, args.out, cfg, progress=not args.quiet, **executor_options(args, model))
     print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
     return 0

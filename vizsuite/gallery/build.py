@@ -112,8 +112,10 @@ def validate_config(model, cfg: GalleryConfig) -> list:
 
 def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, jobs: int = 1,
                   loader: Optional[Callable[[], Any]] = None, progress: bool = True,
-                  command: Optional[list[str]] = None) -> BuildReport:
-    """Plan, run (reusing SITE/.cache/tasks), and write the site; returns the task report."""
+                  command: Optional[list[str]] = None, executor: str = "local",
+                  ray_address: Optional[str] = None, gpus_per_worker: float = 0.0) -> BuildReport:
+    """Plan, run (reusing SITE/.cache/tasks; locally, in a process pool or on Ray), and write
+    the site; returns the task report."""
     site = Path(site_dir)
     info = validate_config(model, cfg)
     plan = _Plan(model, cfg)
@@ -148,7 +150,9 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
         return list(extra.values())
 
     report = run_tasks(plan.tasks, site / ".cache" / "tasks", jobs=jobs, loader=loader,
-                       model=model if jobs <= 1 else None, progress=progress, desc="gallery", expand=circuit_nodes)
+                       model=model if jobs <= 1 and executor == "local" else None, progress=progress,
+                       desc="gallery", expand=circuit_nodes, executor=executor, ray_address=ray_address,
+                       gpus_per_worker=gpus_per_worker)
 
     def thumb(layer, u):
         r = renders.get((layer, u))

@@ -45,6 +45,8 @@ class ModelRef:
                           mean=self.mean, std=self.std, input_size=self.input_size, device=self.device)
 
 
+EXECUTORS = ("local", "ray")
+
 # one model per process and loader: workers load once, the in-process executor reuses the caller's
 _MODELS: dict[Any, Any] = {}
 
@@ -199,19 +201,29 @@ def _closure(tasks: Iterable[Task]) -> dict[str, Task]:
 def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *, jobs: int = 1,
               loader: Optional[Callable[[], Any]] = None, model: Any = None, progress: bool = True,
               desc: str = "tasks", raise_on_failure: bool = True,
-              expand: Optional[Callable[[Task, TaskResult], Sequence[Task]]] = None) -> BuildReport:
+              expand: Optional[Callable[[Task, TaskResult], Sequence[Task]]] = None,
+              executor: str = "local", ray_address: Optional[str] = None,
+              gpus_per_worker: float = 0.0) -> BuildReport:
     """Run every task (and its inputs) whose result is not already in the cache; a BuildReport.
 
     The tasks form a graph: a task runs once all its `inputs` are finished (waves of ready
     tasks, each batched and pooled as one run). `expand(task, result)` may name more tasks once
     a task has finished (e.g. the thumbnails of a circuit's nodes); they join the same graph.
     jobs=1 runs in this process (pass `model` to reuse an already loaded one, else `loader`);
-    jobs>1 uses a spawned process pool where each worker calls `loader` once. Failures do not
+    jobs>1 uses a spawned process pool where each worker calls `loader` once; executor="ray" runs
+    the same groups on Ray actors (`ray_executor`; a local Ray instance unless `ray_address`).
+    Failures do not
     stop other tasks (a task whose input failed fails too); afterwards the first one is raised
     (UserError as is, else TaskError).
     """
     from tqdm import tqdm
 
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r} (expected one of {', '.join(EXECUTORS)})")
+    if executor == "ray":
+        from .ray_executor import require_ray
+
+        require_ray()
     store = cache_dir if isinstance(cache_dir, TaskStore) else TaskStore(cache_dir)
     store.root.mkdir(parents=True, exist_ok=True)
     store.clean_stale()
@@ -219,12 +231,17 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
     pending = _closure(tasks)
     report = BuildReport()
     errors: list[BaseException] = []
-    if model is not None:
+    if model is not None and executor != "ray":  # Ray workers need a recipe they can load (ModelRef)
         loader = loader or _Given(id(model))
         _MODELS[loader] = model
     bar = tqdm(total=len(pending), desc=desc, unit="task", file=sys.stderr,
                disable=not progress or not pending, dynamic_ncols=True)
     seen: set[str] = set()
+    runner = None
+    if executor == "ray":
+        from .ray_executor import RayRunner
+
+        runner = RayRunner(store, loader, jobs, ray_address, gpus_per_worker)
     try:
         while pending:
             failed_keys = {t.key for t, _ in report.failed}
@@ -240,7 +257,7 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
                 break
             for k in wave:
                 del pending[k]
-            _run_wave(wave, store, jobs, loader, report, errors, bar)
+            _run_wave(wave, store, jobs, loader, report, errors, bar, runner)
             seen.update(wave)
             if expand is not None:
                 for k, t in wave.items():
@@ -251,7 +268,10 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
                                 bar.total += 1
     finally:
         bar.close()
-        if model is not None:
+        if runner is not None:
+            runner.close()
+            store.clean_stale()  # staging folders of workers that died (and were retried) go now
+        if model is not None and executor != "ray":
             _MODELS.pop(loader, None)
     report.seconds = time.perf_counter() - start
     if errors and raise_on_failure:
@@ -266,7 +286,7 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
 
 
 def _run_wave(unique: dict[str, Task], store: TaskStore, jobs: int, loader, report: BuildReport,
-              errors: list, bar) -> None:
+              errors: list, bar, runner=None) -> None:
     """Run one wave of ready tasks (reusing finished ones), batched and pooled."""
     todo: list[Task] = []
     for key, t in unique.items():
@@ -296,7 +316,9 @@ def _run_wave(unique: dict[str, Task], store: TaskStore, jobs: int, loader, repo
         errors.append(exc)
         bar.update(1)
 
-    if jobs <= 1 or len(groups) <= 1:
+    if runner is not None:
+        runner.run(groups, finished, lambda t, exc: failed(t, exc) if t.key in missing else None)
+    elif jobs <= 1 or len(groups) <= 1:
         for group in groups:
             try:
                 results = execute_group(group, store, loader)

@@ -1,0 +1,118 @@
+"""The Ray executor: same results as local, workers that die are retried, a killed driver
+resumes, and a gallery built on Ray is byte-identical to the local build (docs/scale.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vizsuite.errors import UserError
+from vizsuite.tasks import make_task, register_task, run_tasks
+
+from .test_tasks import HERE, cache_state, square_tasks
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+
+ROOT = HERE.parent
+TINY = str(ROOT / "tests" / "models" / "tiny_gallery_model.py") + ":spec"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs) for the module; run_tasks reuses it and leaves it up."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@register_task("test_dies_once")
+def dies_once(task, ctx):
+    """Kills its own worker process the first time it runs (a marker remembers), like kill -9."""
+    marker = Path(task["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(137)
+    return {"n": task["n"], "pid": os.getpid()}
+
+
+def test_ray_results_equal_local(tmp_path, local_ray):
+    tasks = square_tasks(6)
+    local = run_tasks(tasks, tmp_path / "a", progress=False)
+    on_ray = run_tasks(tasks, tmp_path / "b", progress=False, executor="ray")
+    assert on_ray.computed == 6 and cache_state(tmp_path / "a") == cache_state(tmp_path / "b")
+    assert os.getpid() not in {r.meta["pid"] for r in on_ray.results.values()}  # ran in Ray workers
+    again = run_tasks(tasks, tmp_path / "b", progress=False, executor="ray")
+    assert (again.computed, again.reused) == (0, 6)
+
+
+def test_worker_killed_mid_task_is_retried(tmp_path, local_ray):
+    marker = tmp_path / "died"
+    tasks = [make_task("test_dies_once", n=i, marker=str(marker)) for i in range(3)]
+    report = run_tasks(tasks, tmp_path / "cache", progress=False, executor="ray")
+    assert report.computed == 3 and not report.failed
+    died = int(marker.read_text())
+    assert died not in {r.meta["pid"] for r in report.results.values()}  # finished by a restarted worker
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".part")]
+
+
+def test_killed_driver_resumes_with_no_recomputation(tmp_path, local_ray):
+    cache, count = tmp_path / "cache", 12
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import tests.test_tasks as T; "
+            f"from vizsuite.tasks import run_tasks; "
+            f"run_tasks(T.square_tasks({count}), {str(cache)!r}, progress=False, executor='ray', "
+            f"ray_address={local_ray!r}, jobs=1)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "VIZ_TEST_DELAY": "0.5"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    done = []
+    while time.time() < deadline:
+        done = [p for p in cache.glob("*") if (p / "done.json").is_file()] if cache.exists() else []
+        if len(done) >= 3:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.communicate(timeout=60)
+    time.sleep(2)  # let the cluster's worker finish or drop what it was running
+    finished = {p.name for p in cache.glob("*") if (p / "done.json").is_file()}
+    assert 3 <= len(finished) < count
+    report = run_tasks(square_tasks(count), cache, progress=False, executor="ray")
+    assert report.reused == len(finished) and report.computed == count - len(finished)
+
+
+def test_gallery_on_ray_is_identical_to_local(tmp_path, local_ray):
+    from .cli_helpers import run_cli
+
+    args = ["gallery", TINY, "--layers", "relu2,relu3", "--units", "2", "--steps", "8", "--size", "32",
+            "--diversity", "2", "--quiet"]
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "local"), "--jobs", "2")
+    assert code == 0, err
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", local_ray)
+    assert code == 0, err
+
+    def files(site: Path) -> dict:
+        return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*"))
+                if p.is_file() and ".cache" not in p.parts and p.name != "manifest.json"}
+
+    a, b = files(tmp_path / "local"), files(tmp_path / "ray")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert [k for k in a if a[k] != b[k]] == []
+    manifests = [json.loads((tmp_path / s / "manifest.json").read_text()) for s in ("local", "ray")]
+    assert manifests[0]["items"] == manifests[1]["items"]  # all but the timestamp and argv
+
+
+def test_without_ray_one_line(monkeypatch):
+    from vizsuite.tasks.ray_executor import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(UserError, match=r'pip install -e "\.\[ray\]"'):
+        require_ray()
+    with pytest.raises(UserError, match="needs Ray"):
+        run_tasks(square_tasks(1), "/nonexistent-never-created", progress=False, executor="ray")
+    with pytest.raises(UserError, match="unknown executor"):
+        run_tasks(square_tasks(1), "/nonexistent-never-created", progress=False, executor="spark")
