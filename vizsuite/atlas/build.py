@@ -39,6 +39,14 @@ class AtlasConfig:
     top_classes: int = 5
     progress: bool = True
     cache: Optional[Path] = None  # task cache (default SITE/.cache/tasks)
+    #: execution options for run_tasks (jobs, loader, executor, ray_address, gpus_per_worker)
+    run: dict = field(default_factory=dict)
+
+    def run_options(self, model) -> dict:
+        """run_tasks keywords: the loaded model in-process, else a recipe workers load."""
+        opts = dict(self.run)
+        local = opts.get("executor", "local") == "local" and (opts.get("jobs") or 1) <= 1
+        return {**opts, "model": model if local else None, "progress": self.progress}
 
     def validate(self) -> None:
         if self.grid < 1:
@@ -96,7 +104,7 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
                             paths=[str(p.resolve()) for p in paths], digests=[file_digest(p) for p in paths],
                             input_size=model.input_size, crop_pct=model.spec.crop_pct, samples=config.samples,
                             seed=config.seed, class_index=class_index, reduce=reduce)
-    res = run_tasks([layout_task], cache, model=model, progress=config.progress, desc="layout").result(layout_task)
+    res = run_tasks([layout_task], cache, desc="layout", **config.run_options(model)).result(layout_task)
     with np.load(res.path("layout.npz")) as z:
         acts, coords, image, ys, xs = z["acts"], z["coords"], z["image"], z["y"], z["x"]
         grid_hw = tuple(int(v) for v in z["grid"])
@@ -109,7 +117,7 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
     means = cell_means(acts, cells)
     support = class_support(model, layer, means, acts.mean(0), top=config.top_classes)
     icons = render_cell_icons(model, layer, means, cache, config.icon, config.seed, config.icon_batch,
-                              config.progress)
+                              config.progress, run=config.run_options(model))
 
     source = PatchSource(paths, model.input_size, model.spec.crop_pct)
     cell_data, items = [], []

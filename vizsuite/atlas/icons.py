@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -52,10 +52,12 @@ def icon_tasks(model, layer: str, vectors: np.ndarray, recipe: IconRecipe, seed:
 
 
 def render_cell_icons(model, layer: str, vectors: np.ndarray, cache_dir: Path, recipe: IconRecipe,
-                      seed: int = 0, batch: int = 16, progress: bool = True) -> list[tuple[Path, float]]:
-    """(icon path in the cache, objective value) for each vector, computing missing chunks."""
+                      seed: int = 0, batch: int = 16, progress: bool = True,
+                      run: Optional[dict] = None) -> list[tuple[Path, float]]:
+    """(icon path in the cache, objective value) for each vector, computing missing chunks
+    (`run`: run_tasks execution options; default in this process)."""
     tasks = icon_tasks(model, layer, vectors, recipe, seed, batch)
-    report = run_tasks(tasks, cache_dir, model=model, progress=progress, desc="icons")
+    report = run_tasks(tasks, cache_dir, desc="icons", **(run or {"model": model, "progress": progress}))
     out = []
     for t in tasks:
         res = report.result(t)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_executor_args, add_model_args, add_quiet, executor_options, model_from_args
 
 
 def add_icon_args(p, size: int, steps: int) -> None:
@@ -37,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--patches", type=int, default=4, metavar="P", help="source patches per cell (default 4)")
     p.add_argument("-o", "--output", required=True, metavar="SITE", help="output folder")
     add_icon_args(p, size=80, steps=96)
+    add_executor_args(p)
     add_quiet(p)
     p.set_defaults(func=run)
 
@@ -55,6 +56,7 @@ def run(args) -> int:
     config.validate()
     paths = find_images(args.images)  # before the model loads: bad input fails fast
     model = model_from_args(args)
+    config.run = executor_options(args, model)
     summary = build_atlas(model, args.layer, paths, Path(args.output), config)
     print(f"atlas: {summary['cells']} cells from {summary['samples']} samples ({summary['reduce']}) "
           f"in {summary['seconds']:.0f}s -> {Path(args.output) / 'index.html'}")
