@@ -23,6 +23,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UserError(f"{self.prog}: {message}")
 
+    def parse_known_args(self, args=None, namespace=None):
+        # A subcommand's positionals may follow its options (`layers MODEL --json LAYER`):
+        # leaf parsers parse intermixed (argparse refuses that for a parser with subcommands).
+        if self._subparsers is None and not getattr(self, "_intermixing", False):
+            self._intermixing = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._intermixing = False
+        return super().parse_known_args(args, namespace)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vizsuite", description="Understand vision models from the inside: "
