@@ -112,3 +112,125 @@ def test_readme_command_runs_verbatim(line, tmp_path):
     script = f'vizsuite() {{ "{sys.executable}" -m vizsuite "$@"; }}\n{line}\n'
     proc = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (line, proc.stderr[-2000:])
+
+
+# ---------------------------------------------------------------------------------------------
+# item 6: NaN / inf anywhere is refused or stops the render; JSON never holds NaN
+
+TINY = str(ROOT / "tests" / "models" / "tiny_gallery_model.py") + ":spec"
+
+USER_MODELS = '''
+import torch
+from torch import nn
+from collections import OrderedDict
+
+
+def tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict([("conv1", nn.Conv2d(3, 4, 3, padding=1)), ("relu1", nn.ReLU()),
+                                      ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()),
+                                      ("fc", nn.Linear(4, 3))]))
+
+
+def nan_weights():
+    net = tiny()
+    with torch.no_grad():
+        net.conv1.weight[0, 0, 0, 0] = float("nan")
+    return net
+
+
+class Blowup(nn.Module):
+    def forward(self, x):
+        return x * float("inf") - x * float("inf")
+
+
+def nan_activations():
+    net = tiny()
+    net.relu1 = Blowup()
+    return net
+'''
+
+
+@pytest.fixture()
+def user_models(tmp_path) -> str:
+    path = tmp_path / "user_models.py"
+    path.write_text(USER_MODELS)
+    return str(path)
+
+
+def _no_files(folder: Path) -> bool:
+    return not folder.exists() or not any(folder.rglob("*"))
+
+
+@pytest.mark.parametrize("extra, contains", [
+    (["--lr", "nan"], "--lr"), (["--decay-power", "inf"], "--decay-power"),
+    (["--mean", "nan"], "--mean"), (["--std", "0.5,inf,0.5"], "--std"),
+    (["--diversity-weight", "nan", "--diversity", "2"], "--diversity-weight"),
+])
+def test_non_finite_options_refused(tmp_path, extra, contains):
+    out = tmp_path / "out"
+    assert_bad_input("render", TINY, "conv2:0", "--steps", "2", "-o", out, *extra, contains=contains)
+    assert _no_files(out)
+
+
+def test_non_finite_spec_mean_refused(tmp_path):
+    spec = tmp_path / "g.toml"
+    spec.write_text(f'model = "{TINY}"\nmean = nan\nout = "site"\n')
+    assert_bad_input("gallery", spec, contains="finite")
+    assert _no_files(tmp_path / "site")
+
+
+def test_nan_weights_refused(tmp_path, user_models):
+    out = tmp_path / "out"
+    assert_bad_input("render", f"{user_models}:nan_weights", "conv1:0", "--steps", "2", "-o", out,
+                     contains="non-finite")
+    assert _no_files(out)
+    nan = {k: v.clone() for k, v in __import__("torch").load(_tiny_state(tmp_path)).items()}
+    nan["conv1.weight"][0, 0, 0, 0] = float("inf")
+    import torch
+    torch.save(nan, tmp_path / "inf.pth")
+    assert_bad_input("layers", f"{user_models}:tiny", "--weights", tmp_path / "inf.pth", contains="conv1.weight")
+
+
+def _tiny_state(tmp_path) -> Path:
+    import torch
+
+    from vizsuite.zoo.sources import import_function
+
+    path = tmp_path / "tiny.pth"
+    torch.save(import_function(str(tmp_path / "user_models.py"), "tiny")().state_dict(), path)
+    return path
+
+
+def test_nan_activations_stop_render(tmp_path, user_models):
+    out = tmp_path / "out"
+    line = assert_bad_input("render", f"{user_models}:nan_activations", "relu1:2", "--steps", "3", "--size", "32",
+                            "-o", out, "--quiet", contains="step 1")
+    assert "relu1" in line and "2" in line and "non-finite" in line
+    assert _no_files(out)
+
+
+@pytest.mark.parametrize("values, contains", [([1.0, float("nan"), 0, 0, 0, 0], "non-finite"),
+                                              ([0.0] * 6, "all zeros")])
+def test_bad_direction_vector_refused(tmp_path, values, contains):
+    vec = tmp_path / "v.npy"
+    np.save(vec, np.array(values, dtype=np.float32))
+    out = tmp_path / "out"
+    assert_bad_input("render", TINY, "conv1", "--objective", "direction", "--vector", vec, "--steps", "2",
+                     "-o", out, contains=contains)
+    assert _no_files(out)
+
+
+def test_json_never_holds_nan(tmp_path):
+    import json
+
+    from vizsuite.fileio import write_json, write_manifest
+
+    write_manifest(tmp_path, [{"value": float("nan"), "scale": [float("inf"), 1.0],
+                               "arr": np.array([np.nan, 2.0])}])
+    text = (tmp_path / "manifest.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert data["items"][0] == {"value": None, "scale": [None, 1.0], "arr": [None, 2.0]}
+    write_json(tmp_path / "x.json", {"v": np.float32("nan")})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"v": None}

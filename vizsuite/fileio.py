@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import sys
 import tempfile
@@ -41,8 +42,26 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (indented, keys kept in insertion order)."""
-    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Write JSON atomically (indented, keys kept in insertion order; NaN/inf become null)."""
+    return write_text(path, dumps(data, indent=2) + "\n")
+
+
+def dumps(data: Any, **kwargs: Any) -> str:
+    """json.dumps that writes strict JSON: NaN and inf (invalid JSON) become null."""
+    return json.dumps(finite(data), allow_nan=False, default=_json_default, **kwargs)
+
+
+def finite(data: Any) -> Any:
+    """`data` with every non-finite float (and float arrays' elements) replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    if hasattr(data, "tolist") and not isinstance(data, (str, bytes)):
+        return finite(data.tolist())
+    return data
 
 
 def _json_default(obj: Any) -> Any:

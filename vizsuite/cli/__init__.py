@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import traceback
 from typing import Optional, Sequence
@@ -29,10 +30,21 @@ class _Parser(argparse.ArgumentParser):
         if self._subparsers is None and not getattr(self, "_intermixing", False):
             self._intermixing = True
             try:
-                return self.parse_known_intermixed_args(args, namespace)
+                namespace, extras = self.parse_known_intermixed_args(args, namespace)
             finally:
                 self._intermixing = False
+            _check_finite(namespace)
+            return namespace, extras
         return super().parse_known_args(args, namespace)
+
+
+def _check_finite(namespace: argparse.Namespace) -> None:
+    """NaN or inf is never a meaningful option value (`--lr nan`, `--mean inf`): refuse it."""
+    for dest, value in vars(namespace).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"--{dest.replace('_', '-')} must be a finite number, got {v}")
 
 
 def build_parser() -> argparse.ArgumentParser:

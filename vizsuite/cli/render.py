@@ -93,7 +93,15 @@ def _load_vector(path: str):
             v = np.loadtxt(p, delimiter="," if "," in p.read_text()[:1000] else None)
     except Exception as exc:
         raise UserError(f"cannot read vector {path}: {str(exc).splitlines()[0][:120]}") from None
-    return torch.as_tensor(np.asarray(v, dtype=np.float32)).flatten()
+    try:
+        v = torch.as_tensor(np.asarray(v, dtype=np.float32)).flatten()
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot read vector {path}: {str(exc).splitlines()[0][:120]}") from None
+    if not bool(torch.isfinite(v).all()):
+        raise UserError(f"vector {path} holds non-finite values (NaN/inf)")
+    if v.numel() == 0 or not bool(v.abs().sum() > 0):
+        raise UserError(f"vector {path} is all zeros: a direction needs a non-zero vector")
+    return v
 
 
 def _targets(args, model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from functools import lru_cache
 from importlib import resources
@@ -154,11 +155,21 @@ def load_model(name: str | ModelSpec, *, weights: Optional[str] = None, random_w
         raise UserError(f"model {spec.name} ships without weights: {hint}")
     else:
         net = spec.pretrained()
+    _check_finite_weights(net, spec.name)
     if not spec.labels:
         spec = spec.replace(labels=_numbered_labels(net, spec))
     model = VisionModel(net, spec).eval().to(device)
     model.requires_grad_(False)
     return model
+
+
+def _check_finite_weights(net: nn.Module, name: str) -> None:
+    """NaN or inf in any weight makes every result meaningless: refuse the model up front."""
+    with torch.no_grad():
+        for key, t in net.state_dict().items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise UserError(f"model {name} has {bad} non-finite (NaN/inf) value(s) in weight {key}")
 
 
 def _triple(values: Sequence[float], flag: str) -> tuple[float, float, float]:
@@ -167,6 +178,8 @@ def _triple(values: Sequence[float], flag: str) -> tuple[float, float, float]:
         values = values * 3
     if len(values) != 3:
         raise UserError(f"{flag} takes 1 or 3 numbers, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{flag} values must be finite numbers, got {', '.join(map(str, values))}")
     if flag == "--std" and any(v <= 0 for v in values):
         raise UserError("--std values must be positive")
     return values
