@@ -234,3 +234,87 @@ def test_json_never_holds_nan(tmp_path):
     assert data["items"][0] == {"value": None, "scale": [None, 1.0], "arr": [None, 2.0]}
     write_json(tmp_path / "x.json", {"v": np.float32("nan")})
     assert json.loads((tmp_path / "x.json").read_text()) == {"v": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# item 12: input at fault gives exit 2, not exit 1, and before the work
+
+
+def test_zero_byte_weights(tmp_path, chelsea_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    assert_bad_input("predict", TINY, "--weights", empty, chelsea_path, contains="empty")
+
+
+def test_empty_exception_message_still_one_line(tmp_path, monkeypatch):
+    import torch
+
+    from vizsuite.errors import first_line
+
+    assert first_line(IndexError()) == "IndexError"
+    w = tmp_path / "w.pth"
+    w.write_bytes(b"x" * 10)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("")))
+    assert_bad_input("layers", TINY, "--weights", w, contains="RuntimeError")
+
+
+def test_unreadable_image_in_folder_atlas(tmp_path, monkeypatch):
+    """An image that cannot be opened (permissions; simulated, tests may run as root) is bad input."""
+    import builtins
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("cat.png", "bird.png"):
+        (photos / name).write_bytes((PHOTOS / name).read_bytes())
+    real_open = builtins.open
+
+    def fake_open(f, *a, **k):
+        if str(f).endswith("bird.png"):
+            raise PermissionError(13, "Permission denied", str(f))
+        return real_open(f, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    out = tmp_path / "atlas"
+    assert_bad_input("atlas", TINY, "conv2", "--images", photos, "--grid", "2", "--steps", "2",
+                     "--icon-size", "32", "-o", out, "--quiet", contains="bird.png")
+
+
+@pytest.mark.parametrize("line, contains", [
+    ('units = "two"', "units"), ("layers = [1, 2]", "`layers` must be"), ("size = true", "`size` must be an integer"),
+    ("steps = 8.5", "`steps` must be an integer"), ('seed = "x"', "`seed`"), ("jobs = [2]", "`jobs`"),
+    ('circuits = "conv2:0"', "`circuits`"), ("mean = [0.5, \"a\"]", "`mean`"), ("random_weights = 1", "random_weights"),
+    ("seed = 99999999999999999999", "seed"),
+])
+def test_gallery_spec_types(tmp_path, line, contains):
+    spec = tmp_path / "g.toml"
+    spec.write_text(f'model = "{TINY}"\nout = "site"\n{line}\n')
+    assert_bad_input("gallery", spec, "--quiet", contains=contains)
+    assert _no_files(tmp_path / "site")
+
+
+def test_output_folder_checked_before_work(tmp_path, chelsea_path, monkeypatch):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    import vizsuite.zoo.registry as registry
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before the output folder was checked")
+
+    monkeypatch.setattr(registry, "load_model", no_model)
+    monkeypatch.setattr("vizsuite.zoo.load_model", no_model)
+    for out in (a_file, a_file / "sub" / "dir"):
+        assert_bad_input("render", TINY, "conv2:0", "--steps", "2", "-o", out, contains="not a folder")
+        assert_bad_input("attribute", TINY, chelsea_path, "-o", out, contains="not a folder")
+        assert_bad_input("gallery", TINY, "--steps", "2", "-o", out, contains="not a folder")
+        assert_bad_input("atlas", TINY, "conv2", "--images", PHOTOS, "-o", out, contains="not a folder")
+        assert_bad_input("explain", TINY, chelsea_path, "--layer", "conv2", "-o", out, contains="not a folder")
+    assert a_file.read_text() == "x"
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # a read-only folder (tests may run as root)
+    assert_bad_input("render", TINY, "conv2:0", "--steps", "2", "-o", tmp_path / "new", contains="not writable")
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1", str(2**63)])
+def test_seed_out_of_range(tmp_path, seed):
+    out = tmp_path / "out"
+    assert_bad_input("render", TINY, "conv2:0", "--steps", "2", "--seed", seed, "-o", out, contains="--seed")
+    assert _no_files(out)

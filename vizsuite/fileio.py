@@ -34,6 +34,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """UserError unless `path` is (or can be created as) a writable folder; run before any work."""
+    from .errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a folder")
+    parent = path
+    while not parent.exists() and parent != parent.parent:  # the nearest existing ancestor
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"output {path} is under {parent}, which is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"output {path}: folder {parent} is not writable")
+    return path
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text atomically."""
     with atomic_path(path) as tmp:

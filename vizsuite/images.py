@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .fileio import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -35,7 +35,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             img.load()
             img = ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0][:160]}") from None
+        raise UserError(f"cannot read image {path}: {first_line(exc, 160)}") from None
     if img.width == 0 or img.height == 0:
         raise UserError(f"image has no pixels: {path}")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):

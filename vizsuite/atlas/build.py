@@ -61,9 +61,12 @@ class AtlasConfig:
 def file_digest(path: Path) -> str:
     """Content hash of an image file (the layout task's key must change when a photo does)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:  # unreadable (permissions), vanished, a folder...
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
     return h.hexdigest()[:24]
 
 

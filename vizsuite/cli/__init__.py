@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..errors import UserError
+from .common import check_seed
 
 COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain"]
 
@@ -45,6 +46,8 @@ def _check_finite(namespace: argparse.Namespace) -> None:
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
                 raise UserError(f"--{dest.replace('_', '-')} must be a finite number, got {v}")
+    if isinstance(getattr(namespace, "seed", None), int):
+        check_seed(namespace.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_model_args, add_quiet, check_output, model_from_args
 
 
 def add_icon_args(p, size: int, steps: int) -> None:
@@ -53,6 +53,7 @@ def run(args) -> int:
                          icon=IconRecipe(size=args.icon_size, steps=args.steps), icon_batch=args.batch,
                          progress=not args.quiet, cache=Path(args.cache) if args.cache else None)
     config.validate()
+    check_output(args.output)
     paths = find_images(args.images)  # before the model loads: bad input fails fast
     model = model_from_args(args)
     summary = build_atlas(model, args.layer, paths, Path(args.output), config)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_model_args, add_quiet, check_output, model_from_args
 
 
 def register(sub) -> None:
@@ -95,9 +95,7 @@ def validate(args) -> list[str]:
         raise UserError(f"unknown --baseline {args.baseline!r}: choose black, blur or noise")
     for path in args.images:
         load_image(path)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
+    check_output(args.output)
     return methods
 
 

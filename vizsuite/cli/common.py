@@ -53,5 +53,22 @@ def model_from_args(args: argparse.Namespace):
                       device=resolve_device(args.device))
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Seeds feed torch and numpy generators: 0 .. 2**63 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
+
+
+def check_output(path) -> None:
+    """The output folder must be creatable and writable: checked before the work, not after."""
+    from ..fileio import check_output_dir
+
+    check_output_dir(path)
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -11,8 +11,8 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import UserError
-from .common import add_model_args, add_quiet, model_from_args
+from ..errors import UserError, first_line
+from .common import add_model_args, add_quiet, check_output, model_from_args
 
 OBJECTIVES = ("channel", "neuron", "direction", "layer", "class", "logprob")
 
@@ -92,11 +92,11 @@ def _load_vector(path: str):
         else:
             v = np.loadtxt(p, delimiter="," if "," in p.read_text()[:1000] else None)
     except Exception as exc:
-        raise UserError(f"cannot read vector {path}: {str(exc).splitlines()[0][:120]}") from None
+        raise UserError(f"cannot read vector {path}: {first_line(exc, 120)}") from None
     try:
         v = torch.as_tensor(np.asarray(v, dtype=np.float32)).flatten()
     except (TypeError, ValueError) as exc:
-        raise UserError(f"cannot read vector {path}: {str(exc).splitlines()[0][:120]}") from None
+        raise UserError(f"cannot read vector {path}: {first_line(exc, 120)}") from None
     if not bool(torch.isfinite(v).all()):
         raise UserError(f"vector {path} holds non-finite values (NaN/inf)")
     if v.numel() == 0 or not bool(v.abs().sum() > 0):
@@ -167,6 +167,7 @@ def _filename(target: dict, negative: bool, k: int, kk: int) -> str:
 
 def run(args) -> int:
     _check_numbers(args)
+    check_output(args.out)
     import torch
 
     from ..fileio import write_manifest

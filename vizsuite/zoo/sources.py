@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 # ---------------------------------------------------------------- architectures
 
@@ -79,10 +79,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"weights file is empty: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for corrupt/foreign files
-        raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot read weights file {path}: {first_line(exc, 200)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -219,4 +221,4 @@ def load_torchscript(path: str) -> nn.Module:
     try:
         return torch.jit.load(path, map_location="cpu")
     except Exception as exc:
-        raise UserError(f"cannot load TorchScript file {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot load TorchScript file {path}: {first_line(exc, 200)}") from None
