@@ -318,3 +318,62 @@ def test_seed_out_of_range(tmp_path, seed):
     out = tmp_path / "out"
     assert_bad_input("render", TINY, "conv2:0", "--steps", "2", "--seed", seed, "-o", out, contains="--seed")
     assert _no_files(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# item 13: the user's model code fails -> one line saying so, exit 2
+
+USER_BAD = '''
+import sys
+from vizsuite.zoo import ModelSpec
+
+NOT_CALLABLE = 3
+
+
+def boom():
+    raise ValueError("my model is broken")
+
+
+def needs_args(width, depth=2):
+    return None
+
+
+def exits_3():
+    sys.exit(3)
+
+
+def exits_0():
+    raise SystemExit(0)
+
+
+def bad_builder():
+    return ModelSpec(name="bad", builder=boom)
+'''
+
+
+@pytest.mark.parametrize("func, contains", [
+    ("boom", "my model is broken"), ("NOT_CALLABLE", "not a function"), ("needs_args", "width"),
+    ("exits_3", "sys.exit(3)"), ("exits_0", "sys.exit(0)"), ("bad_builder", "my model is broken"),
+])
+def test_user_function_failures(tmp_path, func, contains):
+    path = tmp_path / "user_bad.py"
+    path.write_text(USER_BAD)
+    line = assert_bad_input("layers", f"{path}:{func}", contains=contains)
+    if func in ("boom", "exits_3", "exits_0", "bad_builder"):
+        assert "your function" in line
+
+
+def test_user_module_exit_at_import(tmp_path):
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nsys.exit(4)\n")
+    assert_bad_input("layers", f"{path}:anything", contains="sys.exit(4)")
+
+
+def test_user_function_failure_subprocess(tmp_path):
+    """sys.exit in user code does not become the process's exit status."""
+    path = tmp_path / "user_bad.py"
+    path.write_text(USER_BAD)
+    proc = subprocess.run([sys.executable, "-m", "vizsuite", "layers", f"{path}:exits_3"], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "your function" in proc.stderr

@@ -98,9 +98,13 @@ def _torchvision_spec(arch: str) -> ModelSpec:
 def _user_spec(text: str) -> ModelSpec:
     path, _, func = text.rpartition(":")
     if path.endswith(".py") and func:
-        made = sources.import_function(path, func)()
+        made = sources.call_user(sources.import_function(path, func), text)
         if isinstance(made, ModelSpec):
-            return made
+            user = made
+            return made.replace(
+                builder=lambda: sources.call_user(user.builder, f"{text} (its spec's builder)"),
+                pretrained=(lambda: sources.call_user(user.pretrained, f"{text} (its spec's pretrained)"))
+                if user.pretrained is not None else None)
         if not isinstance(made, nn.Module):
             raise UserError(f"{text} returned {type(made).__name__}, expected an nn.Module or a ModelSpec")
         return ModelSpec(name=text, builder=lambda: made, description=f"user model {text}")

@@ -8,6 +8,7 @@ adding a card, never a branch on a model's name.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -209,11 +210,37 @@ def import_function(path: str, func: str) -> Callable:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise UserError(f"cannot import {file}: your code called sys.exit({exc.code!r})") from None
     except Exception as exc:
-        raise UserError(f"cannot import {file}: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"cannot import {file}: {type(exc).__name__}: {first_line(exc)}") from None
     if not hasattr(module, func):
         raise UserError(f"{file} has no function {func!r}")
-    return getattr(module, func)
+    made = getattr(module, func)
+    if not callable(made):
+        raise UserError(f"{file}:{func} is a {type(made).__name__}, not a function")
+    try:
+        sig = inspect.signature(made)
+    except (TypeError, ValueError):
+        return made
+    needed = [p.name for p in sig.parameters.values()
+              if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if needed:
+        raise UserError(f"{file}:{func} needs argument(s) {', '.join(needed)}; "
+                        f"vizsuite calls it with none")
+    return made
+
+
+def call_user(fn: Callable, name: str):
+    """Call the user's model function: its failures (even sys.exit) become one UserError line."""
+    try:
+        return fn()
+    except SystemExit as exc:
+        raise UserError(f"your function {name} called sys.exit({exc.code!r}); nothing was built") from None
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"your function {name} failed: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def load_torchscript(path: str) -> nn.Module:
