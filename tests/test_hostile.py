@@ -377,3 +377,82 @@ def test_user_function_failure_subprocess(tmp_path):
                           text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "your function" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# item 11: explicit size limits (options raise them), checked before allocating
+
+
+@pytest.fixture()
+def clean_limits(monkeypatch):
+    from vizsuite import limits
+
+    monkeypatch.delenv(limits.MAX_SIZE_ENV, raising=False)
+    monkeypatch.delenv(limits.MAX_MEGAPIXELS_ENV, raising=False)
+    return monkeypatch
+
+
+def _lying_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims width x height pixels."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data[12:29]  # type + 13 bytes of IHDR data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_size_limits(tmp_path, chelsea_path, clean_limits):
+    import time
+
+    t = time.perf_counter()
+    assert_bad_input("predict", TINY, "--input-size", "100000", chelsea_path, contains="--max-size")
+    out = tmp_path / "out"
+    assert_bad_input("render", TINY, "conv2:0", "--size", "100000", "-o", out, contains="--max-size")
+    assert_bad_input("gallery", TINY, "--size", "100000", "-o", out, contains="--max-size")
+    assert_bad_input("atlas", TINY, "conv2", "--images", PHOTOS, "--icon-size", "100000", "-o", out,
+                     contains="--max-size")
+    assert time.perf_counter() - t < 20
+    assert _no_files(out)
+    code, _, err = run_cli("predict", TINY, "--input-size", "2100", "--max-size", "4096", chelsea_path)
+    assert code == 0, err
+
+
+def test_huge_or_lying_image_refused(tmp_path, clean_limits):
+    lying = _lying_png(tmp_path / "lying.png", 20000, 20000)
+    line = assert_bad_input("predict", TINY, lying, contains="20000x20000")
+    assert "--max-megapixels" in line
+    out = tmp_path / "out"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _lying_png(photos / "lying.png", 20000, 20000)
+    assert_bad_input("attribute", TINY, lying, "-o", out, contains="megapixels")
+    clean_limits.setenv("VIZSUITE_MAX_MEGAPIXELS", "0.001")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (100, 100)).save(small)
+    assert_bad_input("predict", TINY, small, contains="over the limit of 0.001")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # crops, under the lowered limit
+def test_large_image_under_limit_loads_quietly(tmp_path, clean_limits):
+    """Below our limit, Pillow's own bomb check neither warns nor fails (simulated by lowering it)."""
+    import warnings
+
+    clean_limits.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (100, 100), (200, 10, 10)).save(big)
+    from vizsuite.images import load_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(big).size == (100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    code, _, err = run_cli("predict", TINY, big)
+    assert code == 0 and "Decompression" not in err, err

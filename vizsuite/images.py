@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -15,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError, first_line
 from .fileio import atomic_path
+from .limits import check_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -30,12 +32,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UserError(f"image not found: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"image file is empty: {path}")
+    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        # our own limit, checked on the header before any pixel is decoded, replaces Pillow's
+        # (whose warning would print twice and whose error is not a one-line message)
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_pixels(img.width, img.height, f"image {path}")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot read image {path}: {first_line(exc, 160)}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
     if img.width == 0 or img.height == 0:
         raise UserError(f"image has no pixels: {path}")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):

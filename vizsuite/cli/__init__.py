@@ -68,6 +68,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "max_size", None) is not None or getattr(args, "max_megapixels", None) is not None:
+            from ..limits import set_limits
+
+            set_limits(args.max_size, args.max_megapixels)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..limits import check_size
+
 from .common import add_model_args, add_quiet, check_output, model_from_args
 
 
@@ -53,6 +55,7 @@ def run(args) -> int:
                          icon=IconRecipe(size=args.icon_size, steps=args.steps), icon_batch=args.batch,
                          progress=not args.quiet, cache=Path(args.cache) if args.cache else None)
     config.validate()
+    check_size(args.icon_size, "--icon-size")
     check_output(args.output)
     paths = find_images(args.images)  # before the model loads: bad input fails fast
     model = model_from_args(args)

@@ -19,6 +19,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input std (1 or 3 values)")
     group.add_argument("--input-size", type=int, metavar="PX", help="model input size in pixels")
     group.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto (default: cpu)")
+    group.add_argument("--max-size", type=int, metavar="PX",
+                       help="largest input / rendered image size allowed (default 2048)")
+    group.add_argument("--max-megapixels", type=float, metavar="MP",
+                       help="largest photo allowed, in megapixels (default 100)")
 
 
 def _floats(text: str) -> list[float]:

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import UserError
+from ..limits import check_size
 from .common import add_model_args, add_quiet, check_output, check_seed, model_from_args
 
 SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
@@ -145,6 +146,8 @@ def run(args) -> int:
     if not args.out:
         raise UserError("the output folder is required: -o SITE")
     check_output(args.out)
+    if isinstance(args.size, int):
+        check_size(args.size, "--size")
     if args.seed is not None:
         check_seed(args.seed)
     for name in ("steps", "size", "jobs"):

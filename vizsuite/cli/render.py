@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError, first_line
+from ..limits import check_size
 from .common import add_model_args, add_quiet, check_output, model_from_args
 
 OBJECTIVES = ("channel", "neuron", "direction", "layer", "class", "logprob")
@@ -65,6 +66,8 @@ def _check_numbers(args) -> None:
         raise UserError("--steps must be at least 1")
     if args.size is not None and args.size < 16:
         raise UserError("--size must be at least 16")
+    if args.size is not None:
+        check_size(args.size, "--size")
     if args.diversity < 1:
         raise UserError("--diversity must be at least 1")
     if args.batch_size < 1:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, close_matches
+from ..limits import check_size
 from . import sources
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, VisionModel, label_set
 
@@ -147,6 +148,7 @@ def load_model(name: str | ModelSpec, *, weights: Optional[str] = None, random_w
     if input_size is not None:
         if input_size < 16:
             raise UserError(f"--input-size must be at least 16, got {input_size}")
+        check_size(int(input_size), "--input-size")
         overrides["input_size"] = int(input_size)
     if overrides:
         spec = spec.replace(**overrides)
