@@ -456,3 +456,62 @@ def test_large_image_under_limit_loads_quietly(tmp_path, clean_limits):
     assert Image.MAX_IMAGE_PIXELS == 1000  # restored
     code, _, err = run_cli("predict", TINY, big)
     assert code == 0 and "Decompression" not in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# item 4: every Pillow mode loads with the right scaling
+
+
+def _mode_variants(src: Path, folder: Path) -> dict[str, Path]:
+    rgb = Image.open(src).convert("RGB")
+    gray = np.asarray(rgb.convert("L"))
+    out = {}
+
+    def save(name, img, ext="png"):
+        out[name] = folder / f"photo_{name.replace(';', '_')}.{ext}"
+        img.save(out[name])
+
+    save("L", Image.fromarray(gray, "L"))
+    save("I;16", Image.fromarray(gray.astype(np.uint16) * 257))                   # 16-bit PNG
+    save("I;16-tiff", Image.fromarray(gray.astype(np.uint16) * 257), "tif")
+    save("I", Image.fromarray(gray.astype(np.int32) * 257), "tif")                # 32-bit int TIFF
+    save("F", Image.fromarray(gray.astype(np.float32) / 255.0), "tif")            # float in [0, 1]
+    save("F255", Image.fromarray(gray.astype(np.float32)), "tif")                 # float in [0, 255]
+    save("LA", Image.fromarray(gray, "L").convert("LA"))
+    for mode in ("RGB", "P", "RGBA"):
+        save(mode, rgb.convert(mode))
+    save("CMYK", rgb.convert("CMYK"), "jpg")
+    save("YCbCr", rgb.convert("YCbCr"), "tif")
+    save("1", rgb.convert("1"))
+    return out
+
+
+def test_every_image_mode_loads_right(tmp_path, chelsea_path):
+    from vizsuite.images import load_image, to_array
+
+    paths = _mode_variants(chelsea_path, tmp_path)
+    for name, path in paths.items():
+        assert Image.open(path).mode.split("-")[0] == name.split("-")[0].replace("F255", "F"), name
+    ref_gray = to_array(load_image(paths["L"]))
+    ref_rgb = to_array(load_image(paths["RGB"]))
+    for name in ("I;16", "I;16-tiff", "I", "F", "F255", "LA"):
+        got = to_array(load_image(paths[name]))
+        assert np.abs(got - ref_gray).max() <= 1.5 / 255, name
+    for name in ("P", "RGBA", "CMYK", "YCbCr"):
+        got = to_array(load_image(paths[name]))
+        assert np.abs(got - ref_rgb).mean() < 0.08, name  # P: the coarse web palette
+    binary = to_array(load_image(paths["1"]))
+    assert abs(binary.mean() - ref_gray.mean()) < 0.1 and set(np.unique(binary)) <= {0.0, 1.0}
+
+
+def test_every_image_mode_same_prediction(tmp_path, chelsea_path, effnet):
+    from vizsuite.cli.predict import predict
+
+    from .conftest import CAT_CLASSES
+
+    paths = _mode_variants(chelsea_path, tmp_path)
+    gray = ["L", "I;16", "I;16-tiff", "I", "F", "F255", "LA"]
+    colour = ["RGB", "P", "RGBA", "CMYK", "YCbCr"]
+    res = {name: r["top"][0]["index"] for name, r in zip(gray + colour, predict(effnet, [paths[n] for n in gray + colour], 1))}
+    assert {res[n] for n in gray} == {res["L"]}, res
+    assert all(res[n] in CAT_CLASSES for n in colour), res

@@ -49,11 +49,34 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = bomb_limit
     if img.width == 0 or img.height == 0:
         raise UserError(f"image has no pixels: {path}")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
     return img.convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float grayscale -> 8-bit L scaled to its range (Pillow's own
+    conversion clips them at 255: a 16-bit photo would turn all white)."""
+    mode = img.mode
+    if mode == "La":
+        return img.convert("RGBa").convert("RGBA")
+    if not (mode.startswith("I") or mode == "F"):
+        return img
+    arr = np.asarray(img).astype(np.float64)
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    if mode.startswith("I;16"):
+        arr = arr / 65535.0
+    elif mode == "F" and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
+        pass  # float images in [0, 1]
+    else:  # "I" (32-bit; 16-bit data in practice) or F outside [0, 1]
+        top = arr.max() if arr.size else 0.0
+        lo = min(0.0, arr.min()) if arr.size else 0.0
+        scale = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top - lo
+        arr = (arr - lo) / (scale if scale > 0 else 1.0)
+    return Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), "L")
 
 
 def resize_center_crop(img: Image.Image, size: int, crop_pct: float = 0.875) -> Image.Image:
