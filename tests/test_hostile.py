@@ -515,3 +515,51 @@ def test_every_image_mode_same_prediction(tmp_path, chelsea_path, effnet):
     res = {name: r["top"][0]["index"] for name, r in zip(gray + colour, predict(effnet, [paths[n] for n in gray + colour], 1))}
     assert {res[n] for n in gray} == {res["L"]}, res
     assert all(res[n] in CAT_CLASSES for n in colour), res
+
+
+# ---------------------------------------------------------------------------------------------
+# item 5: an output folder inside the photos is not scanned as photos
+
+
+def test_find_images_skips_vizsuite_output(tmp_path, capsys):
+    from vizsuite.fileio import write_manifest
+    from vizsuite.images import find_images
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(photos / "a.png")
+    Image.new("RGB", (8, 8)).save(photos / "sub" / "b.png")
+    site = photos / "site"
+    (site / ".cache" / "tasks").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(site / ".cache" / "tasks" / "crop.png")
+    assert find_images(photos) == [photos / "a.png", photos / "sub" / "b.png"]  # .cache is hidden
+    write_manifest(site, [])
+    (site / "assets").mkdir()
+    Image.new("RGB", (8, 8)).save(site / "assets" / "render.png")
+    other = photos / "notes"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"not": "ours"}')
+    Image.new("RGB", (8, 8)).save(other / "c.png")
+    assert find_images(photos, note=True) == [photos / "a.png", photos / "notes" / "c.png", photos / "sub" / "b.png"]
+    err = capsys.readouterr().err
+    assert "left out 2 image(s)" in err and str(site) in err
+
+
+def test_gallery_inside_its_photos_folder(tmp_path):
+    import json
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("cat.png", "bird.png"):
+        (photos / name).write_bytes((PHOTOS / name).read_bytes())
+    site = photos / "site"
+    argv = ["gallery", TINY, "--layers", "conv2", "--units", "1", "--steps", "2", "--size", "32", "--diversity", "0",
+            "-k", "2", "--images", photos, "-o", site, "--quiet"]
+    code, _, err = run_cli(*argv)
+    assert code == 0, err
+    code, out, err = run_cli(*argv)
+    assert code == 0, err
+    assert "left out" in err and str(site) in err
+    assert " 0 computed" in out, out  # the photos did not change: the site's own images are not photos
+    examples = [json.loads(p.read_text()) for p in site.rglob("examples.json")]
+    assert examples and all(e["images"] == [str(photos / "bird.png"), str(photos / "cat.png")] for e in examples)

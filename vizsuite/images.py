@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -103,15 +104,52 @@ def load_batch(paths: Sequence[str | os.PathLike], size: int, crop_pct: float = 
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under a folder (recursive, sorted); UserError when none or not a folder."""
+def find_images(folder: str | os.PathLike, *, note: bool = False) -> list[Path]:
+    """Image files under a folder (recursive, sorted); UserError when none or not a folder.
+
+    Subfolders that are vizsuite output (a manifest.json written by vizsuite: an output folder
+    placed inside the photos) and hidden subfolders (a site's .cache) are left out; `note=True`
+    says so on stderr.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"images folder not found: {folder}")
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    outputs: dict[Path, bool] = {}
+    found, skipped = [], {}
+    for p in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        out = _output_folder(folder, p.relative_to(folder).parts[:-1], outputs)
+        if out is None:
+            found.append(p)
+        else:
+            skipped[out] = skipped.get(out, 0) + 1
+    if skipped and note:
+        where = ", ".join(str(d) for d in sorted(skipped))
+        print(f"note: left out {sum(skipped.values())} image(s) in vizsuite output or hidden folder(s): {where}",
+              file=sys.stderr)
     if not found:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return found
+
+
+def _output_folder(root: Path, parts: tuple, cache: dict) -> Path | None:
+    """The first subfolder on the way to an image that is hidden or holds a vizsuite manifest."""
+    d = root
+    for part in parts:
+        d = d / part
+        if d not in cache:
+            cache[d] = part.startswith(".") or _is_vizsuite_output(d)
+        if cache[d]:
+            return d
+    return None
+
+
+def _is_vizsuite_output(folder: Path) -> bool:
+    try:
+        with open(folder / "manifest.json", encoding="utf-8", errors="replace") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False
+    return head.lstrip("{ \n\t").startswith('"vizsuite"')
 
 
 def to_uint8(image) -> np.ndarray:

@@ -57,7 +57,7 @@ def run(args) -> int:
     config.validate()
     check_size(args.icon_size, "--icon-size")
     check_output(args.output)
-    paths = find_images(args.images)  # before the model loads: bad input fails fast
+    paths = find_images(args.images, note=True)  # before the model loads: bad input fails fast
     model = model_from_args(args)
     summary = build_atlas(model, args.layer, paths, Path(args.output), config)
     print(f"atlas: {summary['cells']} cells from {summary['samples']} samples ({summary['reduce']}) "

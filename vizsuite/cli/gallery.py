@@ -146,6 +146,10 @@ def run(args) -> int:
     if not args.out:
         raise UserError("the output folder is required: -o SITE")
     check_output(args.out)
+    if isinstance(args.images, str):
+        from ..images import find_images
+
+        find_images(args.images, note=True)
     if isinstance(args.size, int):
         check_size(args.size, "--size")
     if args.seed is not None:
