@@ -563,3 +563,26 @@ def test_gallery_inside_its_photos_folder(tmp_path):
     assert " 0 computed" in out, out  # the photos did not change: the site's own images are not photos
     examples = [json.loads(p.read_text()) for p in site.rglob("examples.json")]
     assert examples and all(e["images"] == [str(photos / "bird.png"), str(photos / "cat.png")] for e in examples)
+
+
+# ---------------------------------------------------------------------------------------------
+# item 8: per-image output names never collide with the run's own files
+
+
+def test_attribute_image_named_like_run_files(tmp_path):
+    import json
+
+    names = ["manifest.json.png", "report.html.png", "colour_scale.png.png", "manifest.json_image.png"]
+    paths = []
+    for name in names:
+        paths.append(tmp_path / name)
+        Image.open(PHOTOS / "cat.png").convert("RGB").resize((40, 40)).save(paths[-1], format="PNG")
+    out = tmp_path / "out"
+    code, _, err = run_cli("attribute", TINY, *paths, "--method", "saliency", "-o", out, "--quiet")
+    assert code == 0, err
+    assert (out / "manifest.json").is_file() and (out / "report.html").is_file() and (out / "colour_scale.png").is_file()
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    folders = {it["file"].split("/")[0] for it in items}
+    assert len(folders) == len(names) and not folders & {"manifest.json", "report.html", "colour_scale.png"}
+    for it in items:
+        assert (out / it["heatmap"]).is_file()

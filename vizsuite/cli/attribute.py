@@ -61,12 +61,18 @@ def _method_options(method: str, args) -> dict:
     return {}
 
 
+# the run's own files: a per-image folder must never take one of these names
+RESERVED = {"manifest.json", "report.html", "colour_scale.png"}
+
+
 def _stems(paths: list[str]) -> list[str]:
-    """File-name-safe, unique stems for the images (bird, bird-2, ...)."""
+    """File-name-safe, unique stems for the images (bird, bird-2, ...), never a reserved name."""
     seen: dict[str, int] = {}
     out = []
     for p in paths:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(p).stem).strip("._") or "image"
+        if stem.lower() in RESERVED or stem.lower().endswith(".part"):
+            stem = f"{stem}_image"
         seen[stem] = seen.get(stem, 0) + 1
         out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return out
