@@ -586,3 +586,37 @@ def test_attribute_image_named_like_run_files(tmp_path):
     assert len(folders) == len(names) and not folders & {"manifest.json", "report.html", "colour_scale.png"}
     for it in items:
         assert (out / it["heatmap"]).is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# item 3: written files get the mode the umask gives, not mkstemp's private 0600
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_output_modes_follow_umask(tmp_path, umask):
+    import stat
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.png").write_bytes((PHOTOS / "cat.png").read_bytes())
+    old = os.umask(umask)
+    try:
+        runs = [("gallery", TINY, "--layers", "conv2", "--units", "1", "--steps", "2", "--size", "32",
+                 "--diversity", "0", "-k", "2", "--images", photos, "-o", tmp_path / "site", "--quiet"),
+                ("render", TINY, "conv2:0", "--steps", "2", "--size", "32", "-o", tmp_path / "render", "--quiet"),
+                ("attribute", TINY, photos / "cat.png", "--method", "saliency", "-o", tmp_path / "attr", "--quiet")]
+        for argv in runs:
+            code, _, err = run_cli(*argv)
+            assert code == 0, err
+    finally:
+        os.umask(old)
+    checked = 0
+    for top in ("site", "render", "attr"):
+        for p in [tmp_path / top, *(tmp_path / top).rglob("*")]:
+            mode = stat.S_IMODE(p.lstat().st_mode)
+            if p.is_symlink():
+                continue
+            want = (0o777 if p.is_dir() else 0o666) & ~umask
+            assert mode == want, (str(p), oct(mode), oct(want))
+            checked += 1
+    assert checked > 20
