@@ -173,14 +173,46 @@ def timm_cached(arch: str) -> Callable[[], nn.Module]:
     def load() -> nn.Module:
         import timm
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            return timm.create_model(arch, pretrained=True)
-        except Exception:  # offline hub misses raise assorted errors
+        # local-only, explicitly: timm is handed the cached file, so neither the hub client nor
+        # a URL download is ever reached (HF_HUB_OFFLINE has no effect once huggingface_hub is
+        # imported, e.g. by a library user before vizsuite)
+        path = timm_cached_file(arch)
+        if path is None:
             raise UserError(f"pretrained weights for timm:{arch} are not in the local cache; "
-                            f"pass --weights FILE or --random-weights") from None
+                            f"pass --weights FILE or --random-weights")
+        try:
+            return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": path})
+        except Exception as exc:
+            raise UserError(f"cannot load cached weights {path} for timm:{arch}: {first_line(exc)}") from None
 
     return load
+
+
+def timm_cached_file(arch: str):
+    """The locally cached checkpoint of a timm model (Hugging Face cache or torch hub), or None."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(arch)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo, _, revision = hub_id.partition("@")
+            for name in ("model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(repo, name, revision=revision or None)  # reads the disk only
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found
+    for key in ("url", "file"):
+        ref = cfg.get(key)
+        if ref:
+            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ref) if key == "url" else Path(ref)
+            if path.is_file():
+                return str(path)
+    return None
 
 
 def weights_provider(ref: str, builder_ref: str, build: Callable[[], nn.Module]):
