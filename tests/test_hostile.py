@@ -620,3 +620,116 @@ def test_output_modes_follow_umask(tmp_path, umask):
             assert mode == want, (str(p), oct(mode), oct(want))
             checked += 1
     assert checked > 20
+
+
+# ---------------------------------------------------------------------------------------------
+# item 2: hostile names (`<!--<script>`) in JSON embedded in pages
+
+HOSTILE = "<!--<script>"
+
+
+def test_json_for_script_has_no_markup():
+    import json
+
+    from vizsuite.atlas.pages import _json_for_script
+
+    data = {"name": f"{HOSTILE}</script><!-- & -->", "label": "a>b", "v": float("nan")}
+    text = _json_for_script(data)
+    assert not set(text) & set("<>&")
+    assert json.loads(text) == {**data, "v": None}
+
+
+def _hostile_photos(tmp_path) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(("cat.png", "bird.png", "dragonfly.png")):
+        dest = photos / (f"{HOSTILE}{i}.png" if i == 0 else name)
+        Image.open(PHOTOS / name).convert("RGB").resize((64, 64)).save(dest)
+    return photos
+
+
+@pytest.mark.browser
+def test_hostile_names_atlas_and_explain_pages_run(tmp_path):
+    import json
+
+    from .browser import open_page, require_chromium
+
+    require_chromium()
+    photos = _hostile_photos(tmp_path)
+    atlas = tmp_path / "atlas"
+    code, _, err = run_cli("atlas", TINY, "conv2", "--images", photos, "--grid", "3", "--samples", "200",
+                           "--min-count", "1", "--reduce", "pca", "--steps", "2", "--icon-size", "32",
+                           "-o", atlas, "--quiet")
+    assert code == 0, err
+    cells = json.loads((atlas / "manifest.json").read_text())["items"]
+    assert cells
+    report = open_page(atlas / "index.html", counts=["#stage img.icon"])
+    assert not report.errors, report.errors
+    assert report.counts["#stage img.icon"] == len(cells), report.counts  # the page's script ran
+    assert not report.broken_images
+    explain = tmp_path / "explain"
+    code, _, err = run_cli("explain", TINY, photos / f"{HOSTILE}0.png", "--layer", "conv2", "--units", "1",
+                           "--steps", "2", "--icon-size", "32", "-o", explain, "--quiet")
+    assert code == 0, err
+    report = open_page(explain / "index.html", counts=["#stage .pos"])
+    assert not report.errors, report.errors
+    assert report.counts["#stage .pos"] > 0, report.counts  # the page's script ran
+    assert not report.broken_images and report.images
+
+
+# ---------------------------------------------------------------------------------------------
+# item 1: nothing ever reaches the network
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Fail the test on any socket connection (and record it)."""
+    import socket
+
+    attempts = []
+
+    def refuse(self, address, *a, **k):
+        attempts.append(address)
+        raise OSError(f"test: network access to {address} refused")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
+    return attempts
+
+
+def test_timm_uncached_never_touches_network(no_network, monkeypatch, tmp_path):
+    import time
+
+    import huggingface_hub  # imported first, as a library user might: HF_HUB_OFFLINE is too late now
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    t = time.perf_counter()
+    assert_bad_input("layers", "timm:resnet18", contains="not in the local cache")
+    assert_bad_input("layers", "torchvision:resnet18", contains="not in the local cache")
+    assert no_network == []
+    assert time.perf_counter() - t < 30
+
+
+def test_timm_cached_file_is_used_offline(no_network, monkeypatch, tmp_path):
+    """A checkpoint in the torch hub cache loads with no network."""
+    import timm
+    import torch
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    arch = "resnet18"
+    url = timm.get_pretrained_cfg(arch).to_dict()["url"]
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints" / os.path.basename(url)
+    ckpt.parent.mkdir(parents=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        net = timm.create_model(arch, pretrained=False)
+    torch.save(net.state_dict(), ckpt)
+    from vizsuite.zoo import load_model
+
+    model = load_model(f"timm:{arch}")
+    assert torch.equal(model.net.conv1.weight, net.conv1.weight)  # the cached file's weights
+    assert no_network == []
