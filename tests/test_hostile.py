@@ -733,3 +733,45 @@ def test_timm_cached_file_is_used_offline(no_network, monkeypatch, tmp_path):
     model = load_model(f"timm:{arch}")
     assert torch.equal(model.net.conv1.weight, net.conv1.weight)  # the cached file's weights
     assert no_network == []
+
+
+# ---------------------------------------------------------------------------------------------
+# item 15: smaller ones
+
+
+def test_weights_with_random_weights_refused(tmp_path, user_models):
+    w = _tiny_state(tmp_path)
+    assert_bad_input("layers", f"{user_models}:tiny", "--weights", w, "--random-weights", contains="contradict")
+
+
+def test_target_top_k_capped(tmp_path, chelsea_path):
+    out = tmp_path / "out"
+    assert_bad_input("attribute", TINY, chelsea_path, "--target", "top99999", "-o", out, contains="at most top20")
+    assert _no_files(out)
+
+
+def test_stale_neuron_pages_removed(tmp_path):
+    import json
+
+    site = tmp_path / "site"
+    base = ["gallery", TINY, "--layers", "conv2", "--steps", "2", "--size", "32", "--diversity", "0", "-o", site,
+            "--quiet"]
+    code, _, err = run_cli(*base, "--units", "3")
+    assert code == 0, err
+    assert (site / "neurons" / "conv2" / "2.html").is_file()
+    code, _, err = run_cli(*base, "--units", "1")
+    assert code == 0, err
+    pages = sorted(p.relative_to(site).as_posix() for p in (site / "neurons").rglob("*.html"))
+    assert pages == ["neurons/conv2/0.html"]
+    listed = {it["file"] for it in json.loads((site / "manifest.json").read_text())["items"]}
+    assert all(p in listed for p in pages)
+
+
+def test_atlas_rerun_reports_reused(tmp_path):
+    photos = _hostile_photos(tmp_path)
+    argv = ["atlas", TINY, "conv2", "--images", photos, "--grid", "3", "--samples", "200", "--min-count", "1",
+            "--reduce", "pca", "--steps", "2", "--icon-size", "32", "-o", tmp_path / "atlas", "--quiet"]
+    code, out, err = run_cli(*argv)
+    assert code == 0 and " 0 reused" in out, (out, err)
+    code, out, err = run_cli(*argv)
+    assert code == 0 and " 0 computed" in out and "reused" in out and " 0 reused" not in out, (out, err)

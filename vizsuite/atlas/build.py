@@ -141,8 +141,9 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
                         f"use a smaller --grid, a lower --min-count or more --samples/images")
     means = cell_means(acts, cells)
     support = class_support(model, layer, means, acts.mean(0), top=config.top_classes)
+    counts = {"computed": int(res.computed), "reused": int(not res.computed)}  # the layout task, then icons
     icons = render_cell_icons(model, layer, means, cache, config.icon, config.seed, config.icon_batch,
-                              config.progress)
+                              config.progress, counts=counts)
 
     source = PatchSource(paths, model.input_size, model.spec.crop_pct)
     cell_data, items = [], []
@@ -169,4 +170,4 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
             "min_count": config.min_count, "icon": config.icon.as_dict(), "cells": cell_data}
     write_atlas_site(site, data, items, command)
     return {"cells": len(cells), "samples": int(len(acts)), "reduce": res.meta["reduce"],
-            "seconds": time.perf_counter() - start, "site": str(site)}
+            "seconds": time.perf_counter() - start, "site": str(site), **counts}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -74,10 +74,15 @@ def render_icons(task: Task, ctx) -> dict:
 
 
 def render_cell_icons(model, layer: str, vectors: np.ndarray, cache_dir: Path, recipe: IconRecipe,
-                      seed: int = 0, batch: int = 16, progress: bool = True) -> list[tuple[Path, float]]:
-    """(icon path in the cache, objective value) for each vector, computing missing chunks."""
+                      seed: int = 0, batch: int = 16, progress: bool = True,
+                      counts: Optional[dict] = None) -> list[tuple[Path, float]]:
+    """(icon path in the cache, objective value) for each vector, computing missing chunks;
+    `counts` (a dict), when given, gets the tasks computed and reused added to it."""
     tasks = icon_tasks(model, layer, vectors, recipe, seed, batch)
     report = run_tasks(tasks, cache_dir, model=model, progress=progress, desc="icons")
+    if counts is not None:
+        counts["computed"] = counts.get("computed", 0) + report.computed
+        counts["reused"] = counts.get("reused", 0) + report.reused
     out = []
     for t in tasks:
         res = report.result(t)

@@ -61,5 +61,6 @@ def run(args) -> int:
     model = model_from_args(args)
     summary = build_atlas(model, args.layer, paths, Path(args.output), config)
     print(f"atlas: {summary['cells']} cells from {summary['samples']} samples ({summary['reduce']}) "
-          f"in {summary['seconds']:.0f}s -> {Path(args.output) / 'index.html'}")
+          f"in {summary['seconds']:.0f}s; {summary['computed'] + summary['reused']} tasks: "
+          f"{summary['computed']} computed, {summary['reused']} reused -> {Path(args.output) / 'index.html'}")
     return 0

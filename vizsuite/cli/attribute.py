@@ -61,6 +61,8 @@ def _method_options(method: str, args) -> dict:
     return {}
 
 
+MAX_TOP = 20  # --target topK: each target is a .npy and two PNGs per image and method
+
 # the run's own files: a per-image folder must never take one of these names
 RESERVED = {"manifest.json", "report.html", "colour_scale.png"}
 
@@ -92,7 +94,10 @@ def validate(args) -> list[str]:
             if ":" not in args.composite:
                 raise UserError("custom composite needs rules: --composite custom:PATTERN=RULE,...")
             parse_rules(args.composite.split(":", 1)[1])
-    parse_target(args.target)
+    spec = parse_target(args.target)
+    if spec.kind == "top" and spec.k > MAX_TOP:
+        raise UserError(f"--target top{spec.k}: at most top{MAX_TOP} (every target writes an array and two "
+                        f"images per image and method)")
     for name, value in (("--steps", args.steps), ("--samples", args.samples), ("--internal-batch-size",
                                                                               args.internal_batch_size)):
         if value is not None and value < 1:

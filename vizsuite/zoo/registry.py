@@ -139,6 +139,8 @@ def load_model(name: str | ModelSpec, *, weights: Optional[str] = None, random_w
     Weights come from `weights` (a state-dict file) if given, else the spec's pretrained source;
     `random_weights=True` keeps the seeded random initialization.
     """
+    if weights is not None and random_weights:
+        raise UserError("--weights and --random-weights contradict each other: give one")
     spec = name if isinstance(name, ModelSpec) else get_spec(name)
     overrides = {}
     if mean is not None:
