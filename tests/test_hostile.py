@@ -775,3 +775,25 @@ def test_atlas_rerun_reports_reused(tmp_path):
     assert code == 0 and " 0 reused" in out, (out, err)
     code, out, err = run_cli(*argv)
     assert code == 0 and " 0 computed" in out and "reused" in out and " 0 reused" not in out, (out, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# item 9: a task's pixels do not depend on --jobs (the thread count per task is fixed)
+
+
+def test_jobs_1_and_jobs_2_give_equal_pixels(tmp_path):
+    import torch
+
+    base = ["gallery", "efficientnet_lite0", "--layers", "blocks.3", "--units", "2", "--steps", "8", "--size", "64",
+            "--diversity", "0", "--quiet"]
+    before = torch.get_num_threads()
+    code, _, err = run_cli(*base, "--jobs", "1", "-o", tmp_path / "one")
+    assert code == 0, err
+    assert torch.get_num_threads() == before  # restored after the tasks
+    code, _, err = run_cli(*base, "--jobs", "2", "-o", tmp_path / "two")
+    assert code == 0, err
+    one = {p.relative_to(tmp_path / "one"): p for p in (tmp_path / "one" / ".cache" / "tasks").rglob("*.png")}
+    two = {p.relative_to(tmp_path / "two"): p for p in (tmp_path / "two" / ".cache" / "tasks").rglob("*.png")}
+    assert one.keys() == two.keys() and len(one) >= 5
+    differ = [str(k) for k in one if not np.array_equal(np.asarray(Image.open(one[k])), np.asarray(Image.open(two[k])))]
+    assert not differ, differ

@@ -45,6 +45,31 @@ class ModelRef:
                           mean=self.mean, std=self.std, input_size=self.input_size, device=self.device)
 
 
+# Every task runs on this many torch threads, in-process (--jobs 1) and in each pool worker:
+# convolutions sum in an order that depends on the thread count, so a task's pixels would
+# otherwise depend on --jobs (and a resumed build could mix both). --jobs N uses N x this.
+TASK_THREADS = 2
+
+
+class _TaskThreads:
+    """Run a task body on TASK_THREADS torch threads, restoring the caller's count after."""
+
+    def __enter__(self):
+        try:
+            import torch
+        except ImportError:
+            self.torch = None
+            return self
+        self.torch, self.before = torch, torch.get_num_threads()
+        if self.before != TASK_THREADS:
+            torch.set_num_threads(TASK_THREADS)
+        return self
+
+    def __exit__(self, *exc):
+        if self.torch is not None and self.torch.get_num_threads() != self.before:
+            self.torch.set_num_threads(self.before)
+
+
 # one model per process and loader: workers load once, the in-process executor reuses the caller's
 _MODELS: dict[Any, Any] = {}
 
@@ -100,24 +125,29 @@ def execute_group(tasks: Sequence[Task], store: TaskStore,
     """
     stagings = [store.staging(t) for t in tasks]
     try:
-        start = time.perf_counter()
-        fn = task_function(tasks[0].kind)
-        ctxs = [TaskContext(t, s, loader) for t, s in zip(tasks, stagings)]
-        if batch_spec(tasks[0].kind):
-            metas = list(fn(list(tasks), ctxs))
-            if len(metas) != len(tasks):
-                raise RuntimeError(f"batched task {tasks[0].kind} returned {len(metas)} results for {len(tasks)} tasks")
-        else:
-            if len(tasks) != 1:
-                raise RuntimeError(f"task kind {tasks[0].kind} is not batched")
-            metas = [fn(tasks[0], ctxs[0])]
-        seconds = (time.perf_counter() - start) / len(tasks)
-        return [None if store.is_done(t) else store.publish(t, s, m, seconds)
-                for t, s, m in zip(tasks, stagings, metas)]
+        with _TaskThreads():
+            return _execute_group(tasks, stagings, store, loader)
     finally:
         for staging in stagings:  # failed or interrupted: leave nothing behind
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def _execute_group(tasks, stagings, store, loader) -> list[Optional[TaskResult]]:
+    start = time.perf_counter()
+    fn = task_function(tasks[0].kind)
+    ctxs = [TaskContext(t, s, loader) for t, s in zip(tasks, stagings)]
+    if batch_spec(tasks[0].kind):
+        metas = list(fn(list(tasks), ctxs))
+        if len(metas) != len(tasks):
+            raise RuntimeError(f"batched task {tasks[0].kind} returned {len(metas)} results for {len(tasks)} tasks")
+    else:
+        if len(tasks) != 1:
+            raise RuntimeError(f"task kind {tasks[0].kind} is not batched")
+        metas = [fn(tasks[0], ctxs[0])]
+    seconds = (time.perf_counter() - start) / len(tasks)
+    return [None if store.is_done(t) else store.publish(t, s, m, seconds)
+            for t, s, m in zip(tasks, stagings, metas)]
 
 
 class TaskError(RuntimeError):
@@ -156,7 +186,7 @@ def _worker_init(snapshot: dict, store_root: str, loader, sys_path: list[str]) -
     try:
         import torch
 
-        torch.set_num_threads(1)  # N workers x 1 thread, not N x all cores
+        torch.set_num_threads(TASK_THREADS)  # N workers x TASK_THREADS, not N x all cores
     except ImportError:
         pass
     install_registry(snapshot)
