@@ -797,3 +797,66 @@ def test_jobs_1_and_jobs_2_give_equal_pixels(tmp_path):
     assert one.keys() == two.keys() and len(one) >= 5
     differ = [str(k) for k in one if not np.array_equal(np.asarray(Image.open(one[k])), np.asarray(Image.open(two[k])))]
     assert not differ, differ
+
+
+# ---------------------------------------------------------------------------------------------
+# item 14: no stray output: library warnings silenced, Ctrl-C cleans up
+
+
+def _vizsuite(*argv, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vizsuite", *map(str, argv)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)), **kw)
+
+
+def test_successful_runs_print_no_library_warnings(tmp_path):
+    import torch
+    from torch import nn
+
+    net = torch.jit.trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(4, 3)), torch.rand(1, 3, 32, 32))
+    ts = tmp_path / "net.pt"
+    net.save(str(ts))
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(b"PK\x03\x04" + bytes(64))
+    proc = _vizsuite("predict", ts, "--input-size", "32", PHOTOS / "cat.png")
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr  # torch.jit.load's FutureWarning
+    proc = _vizsuite("predict", evil, PHOTOS / "cat.png")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot load TorchScript" in lines[0], lines
+    proc = _vizsuite("attribute", TINY, PHOTOS / "cat.png", "--method", "saliency,gradcam", "--quiet",
+                     "-o", tmp_path / "attr")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # captum's UserWarning
+    proc = _vizsuite("gallery", TINY, "--layers", "conv2", "--units", "1", "--steps", "2", "--size", "32",
+                     "--diversity", "0", "--quiet", "-o", tmp_path / "site")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # torch.jit.script's FutureWarning
+
+
+def test_torchscript_empty_message(tmp_path, monkeypatch):
+    import torch
+
+    ts = tmp_path / "evil.pt"
+    ts.write_bytes(b"x" * 10)
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: (_ for _ in ()).throw(RuntimeError()))
+    line = assert_bad_input("layers", ts, contains="cannot load TorchScript")
+    assert line.rstrip().endswith("RuntimeError")
+
+
+def test_ctrl_c_under_jobs_2_one_line_and_no_staging_left(tmp_path):
+    import signal
+    import time
+
+    site = tmp_path / "site"
+    proc = subprocess.Popen([sys.executable, "-m", "vizsuite", "gallery", TINY, "--layers", "conv2,conv3",
+                             "--units", "4", "--steps", "5000", "--size", "64", "--diversity", "0", "--jobs", "2",
+                             "--quiet", "-o", str(site)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    cache = site / ".cache" / "tasks"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (cache.is_dir() and any(p.name.endswith(".part") for p in cache.iterdir())):
+        time.sleep(0.2)
+    assert cache.is_dir() and any(p.name.endswith(".part") for p in cache.iterdir()), "workers never started"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().splitlines() == ["interrupted"], err
+    assert not [p.name for p in cache.iterdir() if p.name.endswith(".part")]

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 import traceback
+import warnings
 from typing import Optional, Sequence
 
 from .. import __version__
@@ -66,6 +68,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    saved = os.environ.get("PYTHONWARNINGS")
+    with warnings.catch_warnings():
+        if not debug:
+            # library warnings (torch.jit deprecations, captum's requires_grad notes, the
+            # multiprocessing resource tracker) are not the user's doing: one-line output stays
+            # one line. Worker processes inherit the setting through the environment.
+            warnings.simplefilter("ignore")
+            os.environ["PYTHONWARNINGS"] = "ignore"
+        try:
+            return _main(argv, debug)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONWARNINGS", None)
+            else:
+                os.environ["PYTHONWARNINGS"] = saved
+
+
+def _main(argv: list, debug: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "max_size", None) is not None or getattr(args, "max_megapixels", None) is not None:

@@ -314,10 +314,14 @@ def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int,
                     if outcome is not None:
                         finished(t, *outcome)
     except BaseException:
-        # Ctrl-C: stop now; finished results are already published, staging folders of the
-        # killed workers are removed by the next run.
-        for proc in list(getattr(pool, "_processes", {}).values()):
+        # Ctrl-C: stop now; finished results are already published; the killed workers'
+        # staging folders are removed once they are gone.
+        procs = list(getattr(pool, "_processes", {}).values())
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
         pool.shutdown(wait=False, cancel_futures=True)
+        store.clean_stale()
         raise
     pool.shutdown(wait=True)
