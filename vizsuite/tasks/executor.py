@@ -252,6 +252,19 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
         errors.append(exc)
         bar.update(1)
 
+    def done_elsewhere(t: Task) -> None:
+        # another build into the same cache finished it first (or a crash between two publishes
+        # of a batch): its result counts as reused
+        if t.key not in missing or t.key in report.results:
+            return
+        res = store.load(t)
+        if res is None:
+            failed(t, RuntimeError(f"task {t.describe()} finished without a result"))
+            return
+        report.results[t.key] = res
+        report.reused += 1
+        bar.update(1)
+
     try:
         if jobs <= 1 or len(groups) <= 1:
             for group in groups:
@@ -265,9 +278,11 @@ def run_tasks(tasks: Iterable[Task], cache_dir: str | os.PathLike | TaskStore, *
                     for t, res in zip(group, results):
                         if res is not None:
                             finished(t, res.meta, res.seconds)
+                        else:
+                            done_elsewhere(t)
         else:
             _run_pool(groups, store, loader, min(jobs, len(groups)), finished,
-                      lambda t, exc: failed(t, exc) if t.key in missing else None)
+                      lambda t, exc: failed(t, exc) if t.key in missing else None, done_elsewhere)
     finally:
         bar.close()
         if model is not None:
@@ -293,7 +308,8 @@ class _Given:
         raise RuntimeError("model was given in-process; it cannot be loaded in a worker")
 
 
-def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int, finished, failed) -> None:
+def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int, finished, failed,
+              done_elsewhere=lambda t: None) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                   initargs=(registry_snapshot(), str(store.root), loader, list(sys.path)))
@@ -313,6 +329,8 @@ def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int,
                 for t, outcome in zip(group, outcomes):
                     if outcome is not None:
                         finished(t, *outcome)
+                    else:
+                        done_elsewhere(t)
     except BaseException:
         # Ctrl-C: stop now; finished results are already published; the killed workers'
         # staging folders are removed once they are gone.
