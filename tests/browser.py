@@ -88,6 +88,7 @@ class PageReport:
     requests: list[str] = field(default_factory=list)  # every URL the page asked for
     screenshot: Optional[Path] = None
     title: str = ""
+    counts: dict = field(default_factory=dict)  # selector -> number of matching elements (open(counts=...))
 
     @property
     def broken_images(self) -> list[dict]:
@@ -143,7 +144,7 @@ class Browser:
             raise RuntimeError("chromium has no page target")
         return pages[0]["webSocketDebuggerUrl"]
 
-    def open(self, target: str | Path, screenshot: Optional[str | Path] = None) -> PageReport:
+    def open(self, target: str | Path, screenshot: Optional[str | Path] = None, counts=()) -> PageReport:
         """Load a page (a path or URL), let lazy images load, report errors/images, screenshot."""
         import websocket
 
@@ -200,6 +201,9 @@ class Browser:
             result = call("Runtime.evaluate", expression=_SETTLE_IMAGES, awaitPromise=True, returnByValue=True)
             report.images = result.get("result", {}).get("value") or []
             report.title = call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"]["value"]
+            for selector in counts:
+                expr = f"document.querySelectorAll({json.dumps(selector)}).length"
+                report.counts[selector] = call("Runtime.evaluate", expression=expr, returnByValue=True)["result"]["value"]
             # drain events that arrived while settling (late errors)
             ws.settimeout(0.2)
             try:
@@ -219,7 +223,7 @@ class Browser:
         return report
 
 
-def open_page(target: str | Path, screenshot: Optional[str | Path] = None, **kwargs) -> PageReport:
+def open_page(target: str | Path, screenshot: Optional[str | Path] = None, counts=(), **kwargs) -> PageReport:
     """One-shot: start Chromium, open `target`, return its PageReport, stop Chromium."""
     with Browser(**kwargs) as browser:
-        return browser.open(target, screenshot)
+        return browser.open(target, screenshot, counts=counts)

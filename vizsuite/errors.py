@@ -10,6 +10,12 @@ class UserError(Exception):
     """Bad input or usage: the CLI prints the message on one line and exits with code 2."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' (did you mean: a, b?)' suffix for error messages, or '' when nothing is close."""
     choices = list(choices)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import sys
 import tempfile
@@ -27,10 +28,43 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp files are private (0600); the result gets the mode a plain open() would give
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """UserError unless `path` is (or can be created as) a writable folder; run before any work."""
+    from .errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a folder")
+    parent = path
+    while not parent.exists() and parent != parent.parent:  # the nearest existing ancestor
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"output {path} is under {parent}, which is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"output {path}: folder {parent} is not writable")
+    return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -41,8 +75,26 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (indented, keys kept in insertion order)."""
-    return write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
+    """Write JSON atomically (indented, keys kept in insertion order; NaN/inf become null)."""
+    return write_text(path, dumps(data, indent=2) + "\n")
+
+
+def dumps(data: Any, **kwargs: Any) -> str:
+    """json.dumps that writes strict JSON: NaN and inf (invalid JSON) become null."""
+    return json.dumps(finite(data), allow_nan=False, default=json_default, **kwargs)
+
+
+def finite(data: Any) -> Any:
+    """`data` with every non-finite float (and float arrays' elements) replaced by None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    if hasattr(data, "tolist") and not isinstance(data, (str, bytes)):
+        return finite(data.tolist())
+    return data
 
 
 def json_default(obj: Any) -> Any:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .fileio import atomic_path
+from .limits import check_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -30,19 +33,51 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UserError(f"image not found: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"image file is empty: {path}")
+    bomb_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0][:160]}") from None
+        # our own limit, checked on the header before any pixel is decoded, replaces Pillow's
+        # (whose warning would print twice and whose error is not a one-line message)
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_pixels(img.width, img.height, f"image {path}")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"cannot read image {path}: {first_line(exc, 160)}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
     if img.width == 0 or img.height == 0:
         raise UserError(f"image has no pixels: {path}")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
     return img.convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float grayscale -> 8-bit L scaled to its range (Pillow's own
+    conversion clips them at 255: a 16-bit photo would turn all white)."""
+    mode = img.mode
+    if mode == "La":
+        return img.convert("RGBa").convert("RGBA")
+    if not (mode.startswith("I") or mode == "F"):
+        return img
+    arr = np.asarray(img).astype(np.float64)
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    if mode.startswith("I;16"):
+        arr = arr / 65535.0
+    elif mode == "F" and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
+        pass  # float images in [0, 1]
+    else:  # "I" (32-bit; 16-bit data in practice) or F outside [0, 1]
+        top = arr.max() if arr.size else 0.0
+        lo = min(0.0, arr.min()) if arr.size else 0.0
+        scale = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top - lo
+        arr = (arr - lo) / (scale if scale > 0 else 1.0)
+    return Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), "L")
 
 
 def resize_center_crop(img: Image.Image, size: int, crop_pct: float = 0.875) -> Image.Image:
@@ -69,15 +104,52 @@ def load_batch(paths: Sequence[str | os.PathLike], size: int, crop_pct: float = 
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under a folder (recursive, sorted); UserError when none or not a folder."""
+def find_images(folder: str | os.PathLike, *, note: bool = False) -> list[Path]:
+    """Image files under a folder (recursive, sorted); UserError when none or not a folder.
+
+    Subfolders that are vizsuite output (a manifest.json written by vizsuite: an output folder
+    placed inside the photos) and hidden subfolders (a site's .cache) are left out; `note=True`
+    says so on stderr.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"images folder not found: {folder}")
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    outputs: dict[Path, bool] = {}
+    found, skipped = [], {}
+    for p in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        out = _output_folder(folder, p.relative_to(folder).parts[:-1], outputs)
+        if out is None:
+            found.append(p)
+        else:
+            skipped[out] = skipped.get(out, 0) + 1
+    if skipped and note:
+        where = ", ".join(str(d) for d in sorted(skipped))
+        print(f"note: left out {sum(skipped.values())} image(s) in vizsuite output or hidden folder(s): {where}",
+              file=sys.stderr)
     if not found:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return found
+
+
+def _output_folder(root: Path, parts: tuple, cache: dict) -> Path | None:
+    """The first subfolder on the way to an image that is hidden or holds a vizsuite manifest."""
+    d = root
+    for part in parts:
+        d = d / part
+        if d not in cache:
+            cache[d] = part.startswith(".") or _is_vizsuite_output(d)
+        if cache[d]:
+            return d
+    return None
+
+
+def _is_vizsuite_output(folder: Path) -> bool:
+    try:
+        with open(folder / "manifest.json", encoding="utf-8", errors="replace") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False
+    return head.lstrip("{ \n\t").startswith('"vizsuite"')
 
 
 def to_uint8(image) -> np.ndarray:

@@ -68,9 +68,12 @@ class AtlasConfig:
 def file_digest(path: Path) -> str:
     """Content hash of an image file (the layout task's key must change when a photo does)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:  # unreadable (permissions), vanished, a folder...
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
     return h.hexdigest()[:24]
 
 
@@ -116,8 +119,9 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
                         f"use a smaller --grid, a lower --min-count or more --samples/images")
     means = cell_means(acts, cells)
     support = class_support(model, layer, means, acts.mean(0), top=config.top_classes)
+    counts = {"computed": int(res.computed), "reused": int(not res.computed)}  # the layout task, then icons
     icons = render_cell_icons(model, layer, means, cache, config.icon, config.seed, config.icon_batch,
-                              config.progress, run=config.run_options(model))
+                              config.progress, run=config.run_options(model), counts=counts)
 
     source = PatchSource(paths, model.input_size, model.spec.crop_pct)
     cell_data, items = [], []
@@ -144,4 +148,4 @@ def build_atlas(model, layer: str, paths: Sequence[Path], site: Path, config: At
             "min_count": config.min_count, "icon": config.icon.as_dict(), "cells": cell_data}
     write_atlas_site(site, data, items, command)
     return {"cells": len(cells), "samples": int(len(acts)), "reduce": res.value.reduce,
-            "seconds": time.perf_counter() - start, "site": str(site)}
+            "seconds": time.perf_counter() - start, "site": str(site), **counts}

@@ -53,11 +53,15 @@ def icon_tasks(model, layer: str, vectors: np.ndarray, recipe: IconRecipe, seed:
 
 def render_cell_icons(model, layer: str, vectors: np.ndarray, cache_dir: Path, recipe: IconRecipe,
                       seed: int = 0, batch: int = 16, progress: bool = True,
-                      run: Optional[dict] = None) -> list[tuple[Path, float]]:
+                      run: Optional[dict] = None, counts: Optional[dict] = None) -> list[tuple[Path, float]]:
     """(icon path in the cache, objective value) for each vector, computing missing chunks
-    (`run`: run_tasks execution options; default in this process)."""
+    (`run`: run_tasks execution options; default in this process); `counts` (a dict), when
+    given, gets the tasks computed and reused added to it."""
     tasks = icon_tasks(model, layer, vectors, recipe, seed, batch)
     report = run_tasks(tasks, cache_dir, desc="icons", **(run or {"model": model, "progress": progress}))
+    if counts is not None:
+        counts["computed"] = counts.get("computed", 0) + report.computed
+        counts["reused"] = counts.get("reused", 0) + report.reused
     out = []
     for t in tasks:
         res = report.result(t)

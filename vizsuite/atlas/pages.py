@@ -16,7 +16,7 @@ from typing import Optional
 import jinja2
 
 from .. import __version__
-from ..fileio import atomic_path, write_manifest, write_text
+from ..fileio import atomic_path, finite, write_manifest, write_text
 
 STATIC_FILES = ("atlas.js", "atlas.css")
 
@@ -61,8 +61,11 @@ def copy_file(src: Path, dest: Path) -> None:
 
 
 def _json_for_script(data) -> str:
-    # "</" would end the <script> element early; "<\/" means the same to JSON.parse
-    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # "</script" would end the <script> element early and "<!--" would put the parser into its
+    # script-data-escaped state (the page's own script never runs): no <, > or & in the element;
+    # "\u003c" means "<" to JSON.parse. NaN/inf (invalid JSON) become null.
+    text = json.dumps(finite(data), separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _render(site: Path, template: str, data_id: str, data: dict, **context) -> Path:

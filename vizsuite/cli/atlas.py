@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_executor_args, add_model_args, add_quiet, executor_options, model_from_args
+from ..limits import check_size
+from .common import add_executor_args, add_model_args, add_quiet, check_output, executor_options, model_from_args
 
 
 def add_icon_args(p, size: int, steps: int) -> None:
@@ -54,10 +55,13 @@ def run(args) -> int:
                          icon=IconRecipe(size=args.icon_size, steps=args.steps), icon_batch=args.batch,
                          progress=not args.quiet, cache=Path(args.cache) if args.cache else None)
     config.validate()
-    paths = find_images(args.images)  # before the model loads: bad input fails fast
+    check_size(args.icon_size, "--icon-size")
+    check_output(args.output)
+    paths = find_images(args.images, note=True)  # before the model loads: bad input fails fast
     model = model_from_args(args)
     config.run = executor_options(args, model)
     summary = build_atlas(model, args.layer, paths, Path(args.output), config)
     print(f"atlas: {summary['cells']} cells from {summary['samples']} samples ({summary['reduce']}) "
-          f"in {summary['seconds']:.0f}s -> {Path(args.output) / 'index.html'}")
+          f"in {summary['seconds']:.0f}s; {summary['computed'] + summary['reused']} tasks: "
+          f"{summary['computed']} computed, {summary['reused']} reused -> {Path(args.output) / 'index.html'}")
     return 0

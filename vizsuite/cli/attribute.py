@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, model_from_args
+from .common import (add_basis_arg, add_model_args, add_quiet, bases_from_args, check_output, check_units,
+                     model_from_args)
 
 
 def register(sub) -> None:
@@ -62,12 +63,20 @@ def _method_options(method: str, args) -> dict:
     return {}
 
 
+MAX_TOP = 20  # --target topK: each target is a .npy and two PNGs per image and method
+
+# the run's own files: a per-image folder must never take one of these names
+RESERVED = {"manifest.json", "report.html", "colour_scale.png"}
+
+
 def _stems(paths: list[str]) -> list[str]:
-    """File-name-safe, unique stems for the images (bird, bird-2, ...)."""
+    """File-name-safe, unique stems for the images (bird, bird-2, ...), never a reserved name."""
     seen: dict[str, int] = {}
     out = []
     for p in paths:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(p).stem).strip("._") or "image"
+        if stem.lower() in RESERVED or stem.lower().endswith(".part"):
+            stem = f"{stem}_image"
         seen[stem] = seen.get(stem, 0) + 1
         out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return out
@@ -87,7 +96,10 @@ def validate(args) -> list[str]:
             if ":" not in args.composite:
                 raise UserError("custom composite needs rules: --composite custom:PATTERN=RULE,...")
             parse_rules(args.composite.split(":", 1)[1])
-    parse_target(args.target, bases_from_args(args))
+    spec = parse_target(args.target, bases_from_args(args))
+    if spec.kind == "top" and spec.k > MAX_TOP:
+        raise UserError(f"--target top{spec.k}: at most top{MAX_TOP} (every target writes an array and two "
+                        f"images per image and method)")
     for name, value in (("--steps", args.steps), ("--samples", args.samples), ("--internal-batch-size",
                                                                               args.internal_batch_size)):
         if value is not None and value < 1:
@@ -96,9 +108,7 @@ def validate(args) -> list[str]:
         raise UserError(f"unknown --baseline {args.baseline!r}: choose black, blur or noise")
     for path in args.images:
         load_image(path)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a folder")
+    check_output(args.output)
     return methods
 
 

@@ -19,6 +19,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input std (1 or 3 values)")
     group.add_argument("--input-size", type=int, metavar="PX", help="model input size in pixels")
     group.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto (default: cpu)")
+    group.add_argument("--max-size", type=int, metavar="PX",
+                       help="largest input / rendered image size allowed (default 2048)")
+    group.add_argument("--max-megapixels", type=float, metavar="MP",
+                       help="largest photo allowed, in megapixels (default 100)")
 
 
 def _floats(text: str) -> list[float]:
@@ -51,6 +55,23 @@ def model_from_args(args: argparse.Namespace):
     return load_model(args.model, weights=args.weights, random_weights=args.random_weights,
                       mean=args.mean, std=args.std, input_size=args.input_size,
                       device=resolve_device(args.device))
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """Seeds feed torch and numpy generators: 0 .. 2**63 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
+
+
+def check_output(path) -> None:
+    """The output folder must be creatable and writable: checked before the work, not after."""
+    from ..fileio import check_output_dir
+
+    check_output_dir(path)
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

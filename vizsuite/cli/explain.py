@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..limits import check_size
+
 from .atlas import add_icon_args
-from .common import add_model_args, add_quiet, model_from_args
+from .common import add_model_args, add_quiet, check_output, model_from_args
 
 
 def register(sub) -> None:
@@ -35,6 +37,8 @@ def run(args) -> int:
                            icon=IconRecipe(size=args.icon_size, steps=args.steps), icon_batch=args.batch,
                            progress=not args.quiet, cache=Path(args.cache) if args.cache else None)
     config.validate()
+    check_size(args.icon_size, "--icon-size")
+    check_output(args.output)
     load_image(args.image)  # before the model loads: bad input fails fast
     model = model_from_args(args)
     summary = build_explain(model, Path(args.image), args.layer, Path(args.output), config)

@@ -10,7 +10,9 @@ import tomllib
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_executor_args, add_model_args, add_quiet, executor_options, model_from_args
+from ..limits import check_size
+from .common import (add_executor_args, add_model_args, add_quiet, check_output, check_seed, executor_options,
+                     model_from_args)
 
 SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
              "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out"}
@@ -54,11 +56,49 @@ def _read_spec(path: str) -> dict:
         raise UserError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}")
     if "model" not in spec:
         raise UserError(f"gallery spec {path} names no model")
+    for key, value in spec.items():
+        _check_spec_type(path, key, value)
     base = p.resolve().parent  # relative paths in a spec are relative to the spec file
     for key in ("images", "out", "weights"):
         if key in spec:
             spec[key] = str((base / spec[key]).resolve()) if not Path(spec[key]).is_absolute() else spec[key]
     return spec
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# key -> (check, what the key expects)
+SPEC_TYPES = {
+    "model": (lambda v: isinstance(v, str), "a string"),
+    "weights": (lambda v: isinstance(v, str), "a path (string)"),
+    "random_weights": (lambda v: isinstance(v, bool), "true or false"),
+    "mean": (lambda v: _is_number(v) or (isinstance(v, list) and all(map(_is_number, v))), "a number or a list of numbers"),
+    "std": (lambda v: _is_number(v) or (isinstance(v, list) and all(map(_is_number, v))), "a number or a list of numbers"),
+    "input_size": (_is_int, "an integer"),
+    "layers": (lambda v: isinstance(v, str) or _is_str_list(v), "a string or a list of strings"),
+    "units": (lambda v: isinstance(v, str) or _is_int(v) or (isinstance(v, list) and all(map(_is_int, v))),
+              '"all", a count, or a list of integers'),
+    "images": (lambda v: isinstance(v, str), "a path (string)"),
+    "circuits": (lambda v: _is_str_list(v), 'a list of "LAYER:UNIT" strings'),
+    "out": (lambda v: isinstance(v, str), "a path (string)"),
+    **{k: (_is_int, "an integer") for k in ("steps", "size", "diversity", "k", "fan", "seed", "jobs")},
+}
+
+
+def _check_spec_type(path: str, key: str, value) -> None:
+    check, what = SPEC_TYPES[key]
+    if not check(value):
+        raise UserError(f"gallery spec {path}: `{key}` must be {what}, got {value!r}")
 
 
 def _merge(args) -> None:
@@ -106,6 +146,15 @@ def run(args) -> int:
     _merge(args)
     if not args.out:
         raise UserError("the output folder is required: -o SITE")
+    check_output(args.out)
+    if isinstance(args.images, str):
+        from ..images import find_images
+
+        find_images(args.images, note=True)
+    if isinstance(args.size, int):
+        check_size(args.size, "--size")
+    if args.seed is not None:
+        check_seed(args.seed)
     for name in ("steps", "size", "jobs"):
         value = getattr(args, name)
         if value is not None and value < 1:

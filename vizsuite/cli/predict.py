@@ -44,7 +44,9 @@ def run(args) -> int:
     model = model_from_args(args)
     results = predict(model, args.images, args.top)
     if args.json:
-        print(json.dumps({"model": model.name, "results": results}, indent=2))
+        from ..fileio import dumps
+
+        print(dumps({"model": model.name, "results": results}, indent=2))
         return 0
     for res in results:
         print(res["image"])

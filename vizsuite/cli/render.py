@@ -11,8 +11,10 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import UserError
-from .common import add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, model_from_args
+from ..errors import UserError, first_line
+from ..limits import check_size
+from .common import (add_basis_arg, add_model_args, add_quiet, bases_from_args, check_output, check_units,
+                     model_from_args)
 
 OBJECTIVES = ("channel", "neuron", "direction", "layer", "class", "logprob")
 
@@ -66,6 +68,8 @@ def _check_numbers(args) -> None:
         raise UserError("--steps must be at least 1")
     if args.size is not None and args.size < 16:
         raise UserError("--size must be at least 16")
+    if args.size is not None:
+        check_size(args.size, "--size")
     if args.diversity < 1:
         raise UserError("--diversity must be at least 1")
     if args.batch_size < 1:
@@ -93,8 +97,16 @@ def _load_vector(path: str):
         else:
             v = np.loadtxt(p, delimiter="," if "," in p.read_text()[:1000] else None)
     except Exception as exc:
-        raise UserError(f"cannot read vector {path}: {str(exc).splitlines()[0][:120]}") from None
-    return torch.as_tensor(np.asarray(v, dtype=np.float32)).flatten()
+        raise UserError(f"cannot read vector {path}: {first_line(exc, 120)}") from None
+    try:
+        v = torch.as_tensor(np.asarray(v, dtype=np.float32)).flatten()
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot read vector {path}: {first_line(exc, 120)}") from None
+    if not bool(torch.isfinite(v).all()):
+        raise UserError(f"vector {path} holds non-finite values (NaN/inf)")
+    if v.numel() == 0 or not bool(v.abs().sum() > 0):
+        raise UserError(f"vector {path} is all zeros: a direction needs a non-zero vector")
+    return v
 
 
 def _targets(args, model):
@@ -160,6 +172,7 @@ def _filename(target: dict, negative: bool, k: int, kk: int) -> str:
 
 def run(args) -> int:
     _check_numbers(args)
+    check_output(args.out)
     import torch
 
     from ..fileio import write_manifest

@@ -84,7 +84,7 @@ def _publish(site: Path, report: BuildReport, task: Optional[Task], name: str) -
     dst = site / rel
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.part")
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")  # another build may publish it too
         try:
             os.link(res.path(name), tmp)
         except OSError:

@@ -10,6 +10,7 @@ Every page is written atomically; jinja2 autoescapes every name and label.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -200,11 +201,34 @@ def write_site(data: SiteData, site_dir: str | Path, *, command: Optional[list[s
         items.append({"file": path, "kind": "circuit", "model": model, "layer": page.layer, "unit": page.unit,
                       "layers": [lvl[0].layer for lvl in page.levels if lvl]})
 
+    _remove_stale_pages(root, {it["file"] for it in items})
     write_manifest(root, items, command=command, model=model, fingerprint=data.model.fingerprint)
     if check_images and site.missing:
         raise FileNotFoundError(f"{len(site.missing)} image(s) referenced but not in the site: "
                                 + "; ".join(sorted(set(site.missing))[:10]))
     return items
+
+
+def _remove_stale_pages(root: Path, written: set) -> None:
+    """Pages the previous build listed in its manifest but this one did not write (units no
+    longer built): removed, so the site never shows them."""
+    try:
+        old = json.loads((root / "manifest.json").read_text("utf-8"))
+        files = [it.get("file") for it in old.get("items", []) if it.get("kind") in ("layer", "neuron", "circuit")]
+    except (OSError, ValueError, AttributeError):
+        return
+    base = root.resolve()
+    for rel in files:
+        if not isinstance(rel, str) or rel in written or not rel.endswith(".html"):
+            continue
+        path = (root / rel).resolve()
+        if base not in path.parents:  # only ever inside the site
+            continue
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == base or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def _ordered_neurons(data: SiteData) -> list[NeuronPage]:

@@ -112,6 +112,8 @@ class ImageParam(nn.Module):
         self.fft = fft
         self.decorrelate = decorrelate
         self.decay_power = float(decay_power)
+        if not math.isfinite(self.decay_power):
+            raise UserError(f"decay_power must be a finite number, got {decay_power}")
         self.squash = squash
         self.alpha = alpha
         self.channels = 4 if alpha else 3

@@ -17,6 +17,7 @@ and the optimizer stay fp32).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -187,6 +188,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         raise UserError(f"relu_grad must be one of {', '.join(RELU_GRADS)}, not {relu_grad!r}")
     if steps < 1:
         raise UserError(f"steps must be at least 1, got {steps}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"lr must be a positive finite number, got {lr}")
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if generator is None:
@@ -242,6 +245,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                 ctx = forward(images, x)
                 values = objective(ctx)
                 loss = -values.sum()
+                if not bool(torch.isfinite(loss)):
+                    _non_finite(values, parts, objective, step)
                 loss.backward(inputs=params)
                 opt.step()
                 if step in marks:
@@ -258,8 +263,21 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
             model.train(was_training)
     with torch.no_grad():
         result.images = param().detach().cpu()
+    if not bool(torch.isfinite(result.images).all()):
+        raise UserError(f"render of {objective.description} stopped after step {steps}: "
+                        f"the image became non-finite (NaN/inf)")
     result.snapshots[steps] = result.images
     return result
+
+
+def _non_finite(values: torch.Tensor, parts, objective, step: int):
+    """Stop a render whose objective went NaN/inf: one line naming the unit and the step."""
+    bad = [i for i, ok in enumerate(torch.isfinite(values.detach().reshape(-1)).tolist()) if not ok] or [0]
+    i = bad[0]
+    what = parts[i].description if parts and i < len(parts) else objective.description
+    value = values.detach().reshape(-1)[i].item() if values.numel() > i else float("nan")
+    raise UserError(f"render stopped at step {step}: objective {what} (image {i}) became {value} "
+                    f"(non-finite; check the model's weights and the render options)")
 
 
 @torch.no_grad()

@@ -47,6 +47,31 @@ class ModelRef:
 
 EXECUTORS = ("local", "ray")
 
+# Every task runs on this many torch threads, in-process (--jobs 1) and in each pool worker:
+# convolutions sum in an order that depends on the thread count, so a task's pixels would
+# otherwise depend on --jobs (and a resumed build could mix both). --jobs N uses N x this.
+TASK_THREADS = 2
+
+
+class _TaskThreads:
+    """Run a task body on TASK_THREADS torch threads, restoring the caller's count after."""
+
+    def __enter__(self):
+        try:
+            import torch
+        except ImportError:
+            self.torch = None
+            return self
+        self.torch, self.before = torch, torch.get_num_threads()
+        if self.before != TASK_THREADS:
+            torch.set_num_threads(TASK_THREADS)
+        return self
+
+    def __exit__(self, *exc):
+        if self.torch is not None and self.torch.get_num_threads() != self.before:
+            self.torch.set_num_threads(self.before)
+
+
 # one model per process and loader: workers load once, the in-process executor reuses the caller's
 _MODELS: dict[Any, Any] = {}
 
@@ -113,24 +138,29 @@ def execute_group(tasks: Sequence[Task], store: TaskStore,
     """
     stagings = [store.staging(t) for t in tasks]
     try:
-        start = time.perf_counter()
-        fn = task_function(tasks[0].kind)
-        ctxs = [TaskContext(t, s, loader, store) for t, s in zip(tasks, stagings)]
-        if batch_spec(tasks[0].kind):
-            metas = list(fn(list(tasks), ctxs))
-            if len(metas) != len(tasks):
-                raise RuntimeError(f"batched task {tasks[0].kind} returned {len(metas)} results for {len(tasks)} tasks")
-        else:
-            if len(tasks) != 1:
-                raise RuntimeError(f"task kind {tasks[0].kind} is not batched")
-            metas = [fn(tasks[0], ctxs[0])]
-        seconds = (time.perf_counter() - start) / len(tasks)
-        return [None if store.is_done(t) else store.publish(t, s, m, seconds)
-                for t, s, m in zip(tasks, stagings, metas)]
+        with _TaskThreads():
+            return _execute_group(tasks, stagings, store, loader)
     finally:
         for staging in stagings:  # failed or interrupted: leave nothing behind
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def _execute_group(tasks, stagings, store, loader) -> list[Optional[TaskResult]]:
+    start = time.perf_counter()
+    fn = task_function(tasks[0].kind)
+    ctxs = [TaskContext(t, s, loader, store) for t, s in zip(tasks, stagings)]
+    if batch_spec(tasks[0].kind):
+        metas = list(fn(list(tasks), ctxs))
+        if len(metas) != len(tasks):
+            raise RuntimeError(f"batched task {tasks[0].kind} returned {len(metas)} results for {len(tasks)} tasks")
+    else:
+        if len(tasks) != 1:
+            raise RuntimeError(f"task kind {tasks[0].kind} is not batched")
+        metas = [fn(tasks[0], ctxs[0])]
+    seconds = (time.perf_counter() - start) / len(tasks)
+    return [None if store.is_done(t) else store.publish(t, s, m, seconds)
+            for t, s, m in zip(tasks, stagings, metas)]
 
 
 class TaskError(RuntimeError):
@@ -169,7 +199,7 @@ def _worker_init(snapshot: dict, store_root: str, loader, sys_path: list[str]) -
     try:
         import torch
 
-        torch.set_num_threads(1)  # N workers x 1 thread, not N x all cores
+        torch.set_num_threads(TASK_THREADS)  # N workers x TASK_THREADS, not N x all cores
     except ImportError:
         pass
     install_registry(snapshot)
@@ -316,8 +346,21 @@ def _run_wave(unique: dict[str, Task], store: TaskStore, jobs: int, loader, repo
         errors.append(exc)
         bar.update(1)
 
+    def done_elsewhere(t: Task) -> None:
+        # another build into the same cache finished it first (or a crash between two publishes
+        # of a batch): its result counts as reused
+        if t.key not in missing or t.key in report.results:
+            return
+        res = store.load(t)
+        if res is None:
+            failed(t, RuntimeError(f"task {t.describe()} finished without a result"))
+            return
+        report.results[t.key] = res
+        report.reused += 1
+        bar.update(1)
+
     if runner is not None:
-        runner.run(groups, finished, lambda t, exc: failed(t, exc) if t.key in missing else None)
+        runner.run(groups, finished, lambda t, exc: failed(t, exc) if t.key in missing else None, done_elsewhere)
     elif jobs <= 1 or len(groups) <= 1:
         for group in groups:
             try:
@@ -330,9 +373,11 @@ def _run_wave(unique: dict[str, Task], store: TaskStore, jobs: int, loader, repo
                 for t, res in zip(group, results):
                     if res is not None:
                         finished(t, res.meta, res.seconds)
+                    else:
+                        done_elsewhere(t)
     else:
         _run_pool(groups, store, loader, min(jobs, len(groups)), finished,
-                  lambda t, exc: failed(t, exc) if t.key in missing else None)
+                  lambda t, exc: failed(t, exc) if t.key in missing else None, done_elsewhere)
 
 
 @dataclass(frozen=True)
@@ -345,7 +390,8 @@ class _Given:
         raise RuntimeError("model was given in-process; it cannot be loaded in a worker")
 
 
-def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int, finished, failed) -> None:
+def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int, finished, failed,
+              done_elsewhere=lambda t: None) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                   initargs=(registry_snapshot(), str(store.root), loader, list(sys.path)))
@@ -365,11 +411,17 @@ def _run_pool(groups: Sequence[list[Task]], store: TaskStore, loader, jobs: int,
                 for t, outcome in zip(group, outcomes):
                     if outcome is not None:
                         finished(t, *outcome)
+                    else:
+                        done_elsewhere(t)
     except BaseException:
-        # Ctrl-C: stop now; finished results are already published, staging folders of the
-        # killed workers are removed by the next run.
-        for proc in list(getattr(pool, "_processes", {}).values()):
+        # Ctrl-C: stop now; finished results are already published; the killed workers'
+        # staging folders are removed once they are gone.
+        procs = list(getattr(pool, "_processes", {}).values())
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
         pool.shutdown(wait=False, cancel_futures=True)
+        store.clean_stale()
         raise
     pool.shutdown(wait=True)

@@ -100,9 +100,10 @@ class RayRunner:
             self.actors += [cls.remote(registry_snapshot(), str(self.store.root), self.loader, list(sys.path))
                             for _ in range(want - len(self.actors))]
 
-    def run(self, groups: Sequence[list[Task]], finished: Callable, failed: Callable) -> None:
-        """Run the groups; report each member through `finished(task, meta, seconds)` /
-        `failed(task, exc)`."""
+    def run(self, groups: Sequence[list[Task]], finished: Callable, failed: Callable,
+            done_elsewhere: Callable = lambda t: None) -> None:
+        """Run the groups; report each member through `finished(task, meta, seconds)`,
+        `failed(task, exc)` or `done_elsewhere(task)` (another build published it first)."""
         if not groups:
             return
         self._ensure(len(groups))
@@ -130,6 +131,8 @@ class RayRunner:
                 for t, outcome in zip(groups[i], outcomes):
                     if outcome is not None:
                         finished(t, *outcome)
+                    else:
+                        done_elsewhere(t)
             submit(actor)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..fileio import json_default
+from ..fileio import current_umask, finite, json_default
 from .core import Task
 
 DONE = "done.json"
@@ -107,7 +107,9 @@ class TaskStore:
     def staging(self, task: Task) -> Path:
         """A fresh private folder for the task to write into."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{task.key}.{os.getpid()}.", suffix=".part", dir=self.root))
+        path = Path(tempfile.mkdtemp(prefix=f".{task.key}.{os.getpid()}.", suffix=".part", dir=self.root))
+        os.chmod(path, 0o777 & ~current_umask())  # mkdtemp's 0700 would stay on the published folder
+        return path
 
     def publish(self, task: Task, staging: Path, meta: Any, seconds: float) -> TaskResult:
         """Write the done marker into `staging` (last), then rename it onto the result folder."""
@@ -119,7 +121,7 @@ class TaskStore:
                   "seconds": round(seconds, 4), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         tmp = staging / f".{DONE}.part"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1, default=json_default)
+            json.dump(finite(record), fh, indent=1, allow_nan=False, default=json_default)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, staging / DONE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from functools import lru_cache
 from importlib import resources
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, close_matches
+from ..limits import check_size
 from . import sources
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, VisionModel, label_set
 
@@ -97,9 +99,13 @@ def _torchvision_spec(arch: str) -> ModelSpec:
 def _user_spec(text: str) -> ModelSpec:
     path, _, func = text.rpartition(":")
     if path.endswith(".py") and func:
-        made = sources.import_function(path, func)()
+        made = sources.call_user(sources.import_function(path, func), text)
         if isinstance(made, ModelSpec):
-            return made
+            user = made
+            return made.replace(
+                builder=lambda: sources.call_user(user.builder, f"{text} (its spec's builder)"),
+                pretrained=(lambda: sources.call_user(user.pretrained, f"{text} (its spec's pretrained)"))
+                if user.pretrained is not None else None)
         if not isinstance(made, nn.Module):
             raise UserError(f"{text} returned {type(made).__name__}, expected an nn.Module or a ModelSpec")
         return ModelSpec(name=text, builder=lambda: made, description=f"user model {text}")
@@ -133,6 +139,8 @@ def load_model(name: str | ModelSpec, *, weights: Optional[str] = None, random_w
     Weights come from `weights` (a state-dict file) if given, else the spec's pretrained source;
     `random_weights=True` keeps the seeded random initialization.
     """
+    if weights is not None and random_weights:
+        raise UserError("--weights and --random-weights contradict each other: give one")
     spec = name if isinstance(name, ModelSpec) else get_spec(name)
     overrides = {}
     if mean is not None:
@@ -142,6 +150,7 @@ def load_model(name: str | ModelSpec, *, weights: Optional[str] = None, random_w
     if input_size is not None:
         if input_size < 16:
             raise UserError(f"--input-size must be at least 16, got {input_size}")
+        check_size(int(input_size), "--input-size")
         overrides["input_size"] = int(input_size)
     if overrides:
         spec = spec.replace(**overrides)
@@ -154,11 +163,21 @@ def load_model(name: str | ModelSpec, *, weights: Optional[str] = None, random_w
         raise UserError(f"model {spec.name} ships without weights: {hint}")
     else:
         net = spec.pretrained()
+    _check_finite_weights(net, spec.name)
     if not spec.labels:
         spec = spec.replace(labels=_numbered_labels(net, spec))
     model = VisionModel(net, spec).eval().to(device)
     model.requires_grad_(False)
     return model
+
+
+def _check_finite_weights(net: nn.Module, name: str) -> None:
+    """NaN or inf in any weight makes every result meaningless: refuse the model up front."""
+    with torch.no_grad():
+        for key, t in net.state_dict().items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise UserError(f"model {name} has {bad} non-finite (NaN/inf) value(s) in weight {key}")
 
 
 def _triple(values: Sequence[float], flag: str) -> tuple[float, float, float]:
@@ -167,6 +186,8 @@ def _triple(values: Sequence[float], flag: str) -> tuple[float, float, float]:
         values = values * 3
     if len(values) != 3:
         raise UserError(f"{flag} takes 1 or 3 numbers, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{flag} values must be finite numbers, got {', '.join(map(str, values))}")
     if flag == "--std" and any(v <= 0 for v in values):
         raise UserError("--std values must be positive")
     return values

@@ -8,6 +8,7 @@ adding a card, never a branch on a model's name.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 # ---------------------------------------------------------------- architectures
 
@@ -79,10 +80,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"weights file is empty: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for corrupt/foreign files
-        raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot read weights file {path}: {first_line(exc, 200)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -170,14 +173,46 @@ def timm_cached(arch: str) -> Callable[[], nn.Module]:
     def load() -> nn.Module:
         import timm
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            return timm.create_model(arch, pretrained=True)
-        except Exception:  # offline hub misses raise assorted errors
+        # local-only, explicitly: timm is handed the cached file, so neither the hub client nor
+        # a URL download is ever reached (HF_HUB_OFFLINE has no effect once huggingface_hub is
+        # imported, e.g. by a library user before vizsuite)
+        path = timm_cached_file(arch)
+        if path is None:
             raise UserError(f"pretrained weights for timm:{arch} are not in the local cache; "
-                            f"pass --weights FILE or --random-weights") from None
+                            f"pass --weights FILE or --random-weights")
+        try:
+            return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": path})
+        except Exception as exc:
+            raise UserError(f"cannot load cached weights {path} for timm:{arch}: {first_line(exc)}") from None
 
     return load
+
+
+def timm_cached_file(arch: str):
+    """The locally cached checkpoint of a timm model (Hugging Face cache or torch hub), or None."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(arch)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo, _, revision = hub_id.partition("@")
+            for name in ("model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(repo, name, revision=revision or None)  # reads the disk only
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found
+    for key in ("url", "file"):
+        ref = cfg.get(key)
+        if ref:
+            path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ref) if key == "url" else Path(ref)
+            if path.is_file():
+                return str(path)
+    return None
 
 
 def weights_provider(ref: str, builder_ref: str, build: Callable[[], nn.Module]):
@@ -207,11 +242,37 @@ def import_function(path: str, func: str) -> Callable:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise UserError(f"cannot import {file}: your code called sys.exit({exc.code!r})") from None
     except Exception as exc:
-        raise UserError(f"cannot import {file}: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"cannot import {file}: {type(exc).__name__}: {first_line(exc)}") from None
     if not hasattr(module, func):
         raise UserError(f"{file} has no function {func!r}")
-    return getattr(module, func)
+    made = getattr(module, func)
+    if not callable(made):
+        raise UserError(f"{file}:{func} is a {type(made).__name__}, not a function")
+    try:
+        sig = inspect.signature(made)
+    except (TypeError, ValueError):
+        return made
+    needed = [p.name for p in sig.parameters.values()
+              if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if needed:
+        raise UserError(f"{file}:{func} needs argument(s) {', '.join(needed)}; "
+                        f"vizsuite calls it with none")
+    return made
+
+
+def call_user(fn: Callable, name: str):
+    """Call the user's model function: its failures (even sys.exit) become one UserError line."""
+    try:
+        return fn()
+    except SystemExit as exc:
+        raise UserError(f"your function {name} called sys.exit({exc.code!r}); nothing was built") from None
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"your function {name} failed: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def load_torchscript(path: str) -> nn.Module:
@@ -219,4 +280,4 @@ def load_torchscript(path: str) -> nn.Module:
     try:
         return torch.jit.load(path, map_location="cpu")
     except Exception as exc:
-        raise UserError(f"cannot load TorchScript file {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot load TorchScript file {path}: {first_line(exc, 200)}") from None
