@@ -61,6 +61,18 @@ class DatasetExamples:
         return [{"value": float(vals[r, i]), "image": self.images[imgs[r, i]], "y": int(yx[r, i, 0]),
                  "x": int(yx[r, i, 1]), "crop": crops[r, i]} for i in range(self.k) if imgs[r, i] >= 0]
 
+    # notebooks (docs/notebook.md): a unit's top examples show themselves in a cell
+    def _repr_html_(self) -> str:
+        from ..display import grid_html
+
+        parts = []
+        for u in self.units[:16]:
+            rows = self.examples(u, "pos")
+            parts.append(grid_html([r["crop"] for r in rows], [f"{Path(r['image']).name}: {r['value']:.3g}"
+                                                              for r in rows], title=f"{self.layer}:{u}", px=96))
+        more = f"<div>... and {len(self.units) - 16} more units</div>" if len(self.units) > 16 else ""
+        return "".join(parts) + more
+
     def save_crops(self, unit: int, out_dir: str | Path, prefix: str = "") -> dict[str, list[dict]]:
         """Write one PNG per example crop; {'pos'|'neg': [{file, value, image}]} (file relative)."""
         out: dict[str, list[dict]] = {}

@@ -76,9 +76,31 @@ class Attribution:
     params: dict
     check: Optional[Check] = None
     seconds: float = 0.0
+    inputs: Optional[torch.Tensor] = None  # N x C x H x W in [0, 1]: the images explained
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def overlay(self, row: int = 0):
+        """H x W x 3 uint8: row's heatmap over its (dimmed) input image."""
+        from .heatmap import overlay
+
+        image = self.inputs[self.targets[row].image].detach().float().cpu().permute(1, 2, 0).numpy()
+        return overlay(image, self.heatmap(row))
+
+    # notebooks (docs/notebook.md): heatmap overlays show themselves in a cell
+    def _repr_png_(self) -> Optional[bytes]:
+        from ..display import png_bytes
+
+        return png_bytes(self.overlay(0)) if self.inputs is not None and len(self) else None
+
+    def _repr_html_(self) -> Optional[str]:
+        from ..display import grid_html
+
+        if self.inputs is None or not len(self):
+            return None
+        caps = [f"image {t.image}: {t} ({float(self.scores[r]):.3g})" for r, t in enumerate(self.targets)]
+        return grid_html([self.overlay(r) for r in range(len(self))], caps, title=f"{self.method}", px=160)
 
     def heatmap(self, row: int = 0):
         """H x W numpy map (attribution summed over channels) of one row."""
@@ -495,7 +517,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target="top1", method: str
         scores = _scores(model, _expand(x, rows), rows, logits)
     params = {k: _jsonable(v) for k, v in opts.items() if k not in ("low", "high") or v is not None}
     return Attribution(attribution=attr, output=logits, targets=rows, scores=scores.detach(), method=name,
-                       params=params, check=check, seconds=time.perf_counter() - start)
+                       params=params, check=check, seconds=time.perf_counter() - start, inputs=x.detach())
 
 
 def _jsonable(v):

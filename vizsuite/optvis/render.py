@@ -62,6 +62,20 @@ class RenderResult:
         """The images as RGB (RGBA composited over a flat grey level, default white)."""
         return composite(self.images, torch.tensor(background))
 
+    # notebooks (docs/notebook.md): the picture shows itself in a cell
+    def _repr_png_(self) -> bytes:
+        from ..display import png_bytes
+
+        return png_bytes(self.rgb()[0])
+
+    def _repr_html_(self) -> str:
+        from ..display import grid_html
+
+        last = self.values.get(self.steps)
+        caps = [f"image {i}" + (f": {float(last[i]):.3g}" if last is not None and i < len(last) else "")
+                for i in range(self.images.shape[0])]
+        return grid_html(list(self.rgb()), caps, title=self.objective or None)
+
 
 def _model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
