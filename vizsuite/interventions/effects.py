@@ -64,9 +64,9 @@ class LayerRunner:
         with torch.set_grad_enabled(grad), H.Hooks(self.net, self.read, [H.replace(self.layer, grab)],
                                                    stop_early=bool(self.read)) as h:
             acts = h(x)
-            if "a" not in holder:
+            if "a" not in holder and not (self.read and self.read[0] in acts):
                 raise UserError(f"layer {self.layer} did not run in the forward pass")
-            if holder["target_first"]:
+            if "a" not in holder or holder["target_first"]:
                 raise UserError(f"target {self.target.unit} is computed before layer {self.layer}: "
                                 f"ablating {self.layer} cannot change it")
             classes = self.target.classes(h.output, x.shape[0])
