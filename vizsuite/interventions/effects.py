@@ -247,7 +247,7 @@ def frozen(model, layers: Sequence[str], fast: bool):
 def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str = "zero", prob: bool = False,
                      reference=None, mean=None, bases=None, batch_size: int = 8, chunk: Optional[int] = None,
                      seed: int = 0, fast: bool = True, progress: bool = False, check: bool = True,
-                     cache_dir=None) -> AblationEffects:
+                     below: str = "auto", cache_dir=None) -> AblationEffects:
     """Exact effect on `target` of ablating each unit, per image, with the first-order estimate.
 
     layer_or_units: a layer name (every channel) or units of one layer (any basis, positioned or
@@ -256,7 +256,9 @@ def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str 
     reference statistics (ChannelStats / UnitMeans) or a number; else they are computed over
     `reference` images (default: `images`). resample: each image's unit takes its value on
     another image of the set (a seeded permutation without fixed points). chunk: ablated copies
-    per forward. fast: run on the frozen inference copy.
+    per forward. fast: run on the frozen inference copy. below: "auto" runs the part below the
+    layer at batch 1 under the ablated copies (checked once per call, see the module doc);
+    "repeat" runs it on the image repeated once per copy (slower, exact by construction).
     """
     import time
 
@@ -269,6 +271,10 @@ def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str 
     target = parse_target(target, model, bases, prob)
     net = frozen(model, [layer, target.layer], fast)
     runner = LayerRunner(net, layer, target, check=check)
+    if below not in ("auto", "repeat"):
+        raise UserError(f"below must be 'auto' or 'repeat', not {below!r}")
+    if below == "repeat":
+        runner.broadcast = False
     stats = None
     if mode == "mean":
         if mean is not None:
