@@ -44,13 +44,45 @@ def timed(fn):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+class _Tapped(torch.nn.Module):
+    """A module whose input is a list (InceptionV1's Concat) followed by an Identity: captum's
+    layer hooks read `inputs[0].device` and fail on a list input, so captum is given the
+    Identity, whose input and output are the concatenation (same values, same forward)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner, self.out = inner, torch.nn.Identity()
+
+    def forward(self, x):
+        return self.out(self.inner(x))
+
+
+def captum_view(model, layer: str):
+    """(model, module) for captum: the model itself, or a copy with the layer tapped (see _Tapped)."""
+    import copy
+
+    from vizsuite.hooks import resolve
+
+    module = resolve(model, layer)
+    if "Concat" not in type(module).__name__:
+        return model, module
+    tapped = copy.deepcopy(model)
+    parent = tapped.net
+    *path, last = layer.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    wrapper = _Tapped(getattr(parent, last))
+    setattr(parent, last, wrapper)
+    return tapped, wrapper.out
+
+
 def captum_effects(model, layer: str, x: torch.Tensor, classes: list[int], per_eval: int) -> np.ndarray:
     from captum.attr import LayerFeatureAblation
 
-    from vizsuite.hooks import activations, resolve
+    from vizsuite.hooks import activations
 
-    module = resolve(model, layer)
     c = activations(model, x[:1], [layer])[layer].shape[1]
+    model, module = captum_view(model, layer)
     mask = torch.arange(c).view(1, c, 1, 1)
     abl = LayerFeatureAblation(model, module)
     rows = []

@@ -101,6 +101,21 @@ def test_probability_and_unit_targets(tiny, images):
         ablation_effects(tiny, "relu", x, target="conv:0")
 
 
+def test_positioned_units_and_dead_positions_match_the_naive_loop(tiny, images):
+    """Every position of a ReLU channel as its own unit: zero positions (nothing changes, not run)
+    read exactly 0; the rest equal one full forward per unit; mean ablation too."""
+    x = _load(images)[:3]
+    units = [Unit("relu", 2, y, xx) for y in range(16) for xx in range(16)]
+    a = _relu(tiny, x)
+    assert (a[:, 2] == 0).any() and (a[:, 2] > 0).any()
+    fx = ablation_effects(tiny, units, x, target=1, chunk=50)
+    naive = naive_effects(tiny, units, x, 1)
+    assert np.abs(fx.exact - naive).max() < 1e-6
+    dead = (a[:, 2] == 0).flatten(1).numpy()
+    assert (fx.exact[dead] == 0).all() and (fx.estimate_per_image[dead] == 0).all()
+    assert np.allclose(fx.exact, -(a[:, 2].flatten(1) / 256).numpy(), atol=1e-6)  # class 1 = mean of relu:2
+
+
 # ---------------------------------------------------------------- patching
 
 def test_patching_the_used_unit_restores_everything_the_copy_nothing(tiny, images):

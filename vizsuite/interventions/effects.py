@@ -7,7 +7,8 @@
 
 How it runs (and why it is fast): per image batch, ONE forward+backward of the whole network
 reads the layer's activation A, the intact target and d target / d A. Then, per image, the
-ablated copies of A (one per unit, `chunk` at a time) are stacked into a batch and put in place
+ablated copies of A (one per unit, `chunk` at a time; a unit whose ablation changes nothing, e.g. a channel
+that is zero on the image, has effect 0 and is not run) are stacked into a batch and put in place
 of the layer's output (a `hooks.replace` edit) while the network runs on that image alone:
 the part below the layer runs at batch 1 and its tensors broadcast into the batch of copies
 (residual branches that skip past the layer stay exact: they are the same image's), the part
@@ -312,18 +313,31 @@ def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str 
             exact = np.zeros(len(units))
             est = np.zeros(len(units))
             step = chunk_size(a_i, chunk, len(units))
-            base_value = None
-            for lo in range(0, len(units), step):
-                part = edits[lo:lo + step]
+            g_i = grad[i:i + 1].double()
+            state = {"base": None}
+
+            def flush(cols, rows):
+                vals = runner.evaluate(xb[i:i + 1], torch.cat(rows if state["base"] is not None else [a_i] + rows),
+                                       cls_i)
+                if state["base"] is None:
+                    state["base"], vals = vals[0], vals[1:]
+                exact[cols] = (vals - state["base"]).cpu().numpy()
+
+            cols, rows = [], []
+            for j, e in enumerate(edits):
                 with torch.no_grad():
-                    variants = torch.cat([e.fn(a_i) for e in part])
-                    delta = (variants - a_i).double()
-                    est[lo:lo + len(part)] = (delta * grad[i:i + 1].double()).flatten(1).sum(1).cpu().numpy()
-                rows = variants if base_value is not None else torch.cat([a_i, variants])
-                vals = runner.evaluate(xb[i:i + 1], rows, cls_i)
-                if base_value is None:
-                    base_value, vals = vals[0], vals[1:]
-                exact[lo:lo + len(part)] = (vals - base_value).cpu().numpy()
+                    v = e.fn(a_i)
+                if torch.equal(v, a_i):  # nothing changes (a dead channel): the effect is exactly 0
+                    continue
+                est[j] = float(((v - a_i).double() * g_i).sum())
+                cols.append(j)
+                rows.append(v)
+                if len(rows) == step:
+                    flush(cols, rows)
+                    cols, rows = [], []
+            if rows:
+                flush(cols, rows)
+            base_value = state["base"] if state["base"] is not None else values[i].double()
             exact_rows.append(exact)
             est_rows.append(est)
             base_rows.append(float(base_value))
