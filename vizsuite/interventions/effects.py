@@ -225,12 +225,14 @@ def _image_batches(images, model, batch_size: int):
     if not paths:
         raise UserError("no images given")
     size, crop = model.input_size, model.spec.crop_pct
+    seen: list = []  # the readable images, filled as batches are read (unreadable ones are skipped)
 
     def gen():
         for idx, b in image_batches(paths, size, crop, batch_size):
             if b is not None:
+                seen.extend(str(paths[i]) for i in idx)
                 yield b
-    return [str(p) for p in paths], gen()
+    return seen, gen()
 
 
 def frozen(model, layers: Sequence[str], fast: bool):
@@ -298,7 +300,7 @@ def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str 
                                   (all_x[i:i + batch_size] for i in range(0, all_x.shape[0], batch_size))])
     device = getattr(model, "mean", torch.zeros(1)).device
     exact_rows, est_rows, base_rows, cls_rows = [], [], [], []
-    bar = tqdm(total=len(names), desc="ablate", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(names) or None, desc="ablate", unit="img", disable=not progress, leave=False)
     done = 0
     for xb in batches:
         xb = xb.to(device)
