@@ -29,11 +29,15 @@ TINY = str(ROOT / "tests" / "models" / "copy_unit_model.py") + ":spec"
 W_USED, USED, COPY = 2.5, 0, 1
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def TINY_MODEL():
     from vizsuite.zoo import load_model
 
     return load_model(TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TINY_MODEL()
 
 
 def _hooks_left(model):
@@ -311,3 +315,20 @@ def test_cli_bad_input_one_line_exit_2(images, tmp_path):
     assert_bad_input("patch", TINY, "--units", "relu:0", "--source", tmp_path / "missing.png", "--dest", img,
                      "-o", out)
     assert not out.exists()
+
+
+def test_cli_ablate_resample_skips_unreadable_images(images, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(images, folder)
+    (folder / "a_broken.png").write_bytes(b"not a png")
+    out = tmp_path / "res"
+    code, _, err = run_cli("ablate", TINY, "--units", "relu:0", "relu:1", "--images", folder, "--target", "0",
+                           "--mode", "resample", "-o", out, "--quiet")
+    assert code == 0, err
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    assert [it["unit"] for it in items] == ["relu:0", "relu:1"] and all(it["images"] == 6 for it in items)
+    assert abs(items[1]["effect"]) < 1e-6 and items[0]["effect_std"] > 0
+    fx = ablation_effects(TINY_MODEL(), ["relu:0"], folder, target=0)
+    assert len(fx.images) == 6 and not any("broken" in n for n in fx.images)
