@@ -70,53 +70,96 @@ def replace(layer: Layer, value, call: Optional[int] = 0) -> Edit:
     return Edit(layer, fn, call, f"replace({layer})")
 
 
-def _positioned(unit: Unit, out: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    if unit.y is None:
+def region_mask(out: torch.Tensor, unit: Optional[Unit] = None, mask=None) -> Optional[torch.Tensor]:
+    """The spatial region an edit acts on, as a bool H x W (or N x H x W) tensor: the unit's
+    position, else `mask` (bool or 0/1, H x W or N x H x W), else None (everywhere). Both given:
+    their intersection."""
+    region = None
+    if unit is not None and unit.y is not None:
+        if out.dim() != 4:
+            raise UserError(f"layer {unit.layer} has no spatial positions (shape {tuple(out.shape[1:])})")
+        region = torch.zeros(out.shape[-2:], dtype=torch.bool, device=out.device)
+        region[unit.y, unit.x] = True
+    if mask is not None:
+        m = torch.as_tensor(mask, device=out.device).bool()
+        if out.dim() != 4 or m.shape[-2:] != out.shape[-2:] or m.dim() not in (2, 3):
+            raise UserError(f"region mask of shape {tuple(m.shape)} does not fit the layer's positions "
+                            f"{tuple(out.shape[2:]) if out.dim() == 4 else '(none)'}")
+        region = m if region is None else region & m
+    return region
+
+
+def _positioned(unit: Unit, out: torch.Tensor, new: torch.Tensor, mask=None) -> torch.Tensor:
+    region = region_mask(out, unit, mask)
+    if region is None:
         return new
-    mask = torch.zeros(out.shape[-2:], dtype=torch.bool, device=out.device)
-    mask[unit.y, unit.x] = True
-    return torch.where(mask, new, out)
+    if region.dim() == 3:  # one region per row: N x 1 x H x W
+        region = region[:, None]
+    return torch.where(region, new, out)
 
 
-def set_unit(unit: Unit, value, call: Optional[int] = 0) -> Edit:
-    """The unit reads `value` (a number, or a tensor N [x H x W]) at its position (everywhere
-    when it has none); the layer changes along the unit's direction only."""
+def set_unit(unit: Unit, value, call: Optional[int] = 0, mask=None) -> Edit:
+    """The unit reads `value` (a number, or a tensor N [x H x W]) at its position, inside `mask`
+    (a spatial region, bool H x W), or everywhere; the layer changes along the unit's direction only."""
     def fn(out):
         v = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-        return _positioned(unit, out, unit.basis.set_feature(out, unit.index, v.to(out.device, out.dtype)))
-    return Edit(unit.layer, fn, call, f"set({unit}, {value if not isinstance(value, torch.Tensor) else 'tensor'})")
+        return _positioned(unit, out, unit.basis.set_feature(out, unit.index, v.to(out.device, out.dtype)), mask)
+    where = "" if mask is None else ", region"
+    return Edit(unit.layer, fn, call,
+                f"set({unit}, {value if not isinstance(value, torch.Tensor) else 'tensor'}{where})")
 
 
-def zero(unit: Unit, call: Optional[int] = 0) -> Edit:
-    """Zero-ablate a unit."""
-    e = set_unit(unit, 0.0, call)
+def zero(unit: Unit, call: Optional[int] = 0, mask=None) -> Edit:
+    """Zero-ablate a unit (at its position, in `mask`, or everywhere)."""
+    e = set_unit(unit, 0.0, call, mask)
     e.description = f"zero({unit})"
     return e
 
 
-def mean_ablate(unit: Unit, mean, call: Optional[int] = 0) -> Edit:
+def mean_ablate(unit: Unit, mean, call: Optional[int] = 0, mask=None) -> Edit:
     """Set a unit to its mean over a reference set (a number, or per-position H x W)."""
-    e = set_unit(unit, mean, call)
+    e = set_unit(unit, mean, call, mask)
     e.description = f"mean_ablate({unit})"
     return e
 
 
-def add(layer: Layer, vector, alpha: float = 1.0, call: Optional[int] = 0) -> Edit:
-    """Steer: add alpha x `vector` (C,) at every position of the layer."""
+def clamp(unit: Unit, low=None, high=None, call: Optional[int] = 0, mask=None) -> Edit:
+    """Clamp a unit's value into [low, high] (either may be None) at each position (in the
+    unit's position or `mask` only, when given); the layer moves along the unit's direction."""
+    if low is None and high is None:
+        raise UserError(f"clamp({unit}) needs a lower or an upper bound")
+    if low is not None and high is not None and float(low) > float(high):
+        raise UserError(f"clamp({unit}): lower bound {low} is above upper bound {high}")
+
+    def fn(out):
+        now = unit.basis.encode_one(out, unit.index)
+        target = now.clamp(min=None if low is None else float(low), max=None if high is None else float(high))
+        return _positioned(unit, out, unit.basis.set_feature(out, unit.index, target), mask)
+    return Edit(unit.layer, fn, call, f"clamp({unit}, {low}, {high})")
+
+
+def add(layer: Layer, vector, alpha: float = 1.0, call: Optional[int] = 0, mask=None) -> Edit:
+    """Steer: add alpha x `vector` (C,) at every position of the layer (or inside `mask`, a
+    bool H x W spatial region)."""
     vec = torch.as_tensor(vector).flatten()
 
     def fn(out):
         if out.shape[1] != vec.numel():
             raise UserError(f"steering vector has {vec.numel()} values, layer {layer} has {out.shape[1]} channels")
         shape = (1, -1) + (1,) * (out.dim() - 2)
-        return out + alpha * vec.to(out.device, out.dtype).view(shape)
-    return Edit(layer, fn, call, f"add({layer}, alpha={alpha:g})")
+        step = alpha * vec.to(out.device, out.dtype).view(shape)
+        if mask is None:
+            return out + step
+        region = region_mask(out, None, mask)
+        return torch.where(region if region.dim() == 2 else region[:, None], out + step, out)
+    return Edit(layer, fn, call, f"add({layer}, alpha={alpha:g}{', region' if mask is not None else ''})")
 
 
 def patch(layer: Layer, stored: torch.Tensor, channels: Optional[Sequence[int]] = None,
-          call: Optional[int] = 0) -> Edit:
-    """Patch: the layer's output (or only `channels` of it) becomes `stored`, recorded from
-    other images (same shape; a batch of 1 is broadcast)."""
+          call: Optional[int] = 0, mask=None) -> Edit:
+    """Patch: the layer's output (or only `channels` of it, and only inside `mask`, a bool
+    H x W spatial region, when given) becomes `stored`, recorded from other images (same shape;
+    a batch of 1 is broadcast)."""
     def fn(out):
         src = stored.to(out.device, out.dtype)
         if src.shape[1:] != out.shape[1:]:
@@ -124,12 +167,16 @@ def patch(layer: Layer, stored: torch.Tensor, channels: Optional[Sequence[int]] 
                             f"does not match the layer's {tuple(out.shape[1:])}")
         src = src.expand_as(out)
         if channels is None:
-            return src.clone()
-        new = out.clone()
-        idx = torch.as_tensor(list(channels), dtype=torch.long, device=out.device)
-        new[:, idx] = src[:, idx]
-        return new
-    return Edit(layer, fn, call, f"patch({layer})")
+            new = src.clone()
+        else:
+            new = out.clone()
+            idx = torch.as_tensor(list(channels), dtype=torch.long, device=out.device)
+            new[:, idx] = src[:, idx]
+        region = region_mask(out, None, mask)
+        if region is None:
+            return new
+        return torch.where(region if region.dim() == 2 else region[:, None], new, out)
+    return Edit(layer, fn, call, f"patch({layer}{', region' if mask is not None else ''})")
 
 
 def pass_through(module: nn.Module) -> Edit:

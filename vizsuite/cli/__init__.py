@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import UserError
 from .common import check_seed
 
-COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain"]
+COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain", "ablate", "patch"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,102 @@
+"""What an intervention is measured on: a class logit (or probability), the top-1 class of each
+image, or another unit's value (`LAYER:K[@Y,X]`, any basis)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from ..errors import UserError
+from ..units import Unit, parse_unit
+
+
+@dataclass(frozen=True)
+class Target:
+    """kind "class" (index), "top1" (each image's predicted class, from the intact model) or
+    "unit". `prob`: a class target reads the softmax probability instead of the logit."""
+
+    kind: str
+    index: Optional[int] = None
+    unit: Optional[Unit] = None
+    prob: bool = False
+    label: Optional[str] = None
+
+    def __str__(self) -> str:
+        if self.kind == "unit":
+            return str(self.unit)
+        what = "probability" if self.prob else "logit"
+        if self.kind == "top1":
+            return f"top1 {what}"
+        return f"{self.index}{' (' + self.label + ')' if self.label else ''} {what}"
+
+    @property
+    def layer(self) -> Optional[str]:
+        return self.unit.layer if self.unit is not None else None
+
+    def as_dict(self) -> dict:
+        if self.kind == "unit":
+            return {"kind": "unit", "unit": str(self.unit), **self.unit.to_json()}
+        return {"kind": self.kind, "index": self.index, "label": self.label,
+                "quantity": "probability" if self.prob else "logit"}
+
+    def classes(self, logits: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
+        """The class read for each of n images (None for a unit target)."""
+        if self.kind == "unit":
+            return None
+        if self.kind == "top1":
+            return logits.detach().argmax(1)
+        if logits is not None and not 0 <= self.index < logits.shape[1]:
+            raise UserError(f"class index {self.index} out of range (model has {logits.shape[1]} classes: "
+                            f"0..{logits.shape[1] - 1})")
+        return torch.full((n,), int(self.index), dtype=torch.long)
+
+    def read(self, logits: Optional[torch.Tensor], acts: dict, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """The target's value per row (rows of `logits` / the target layer's activation)."""
+        if self.kind == "unit":
+            return self.unit.value(acts[self.unit.layer])
+        if logits is None or logits.dim() != 2:
+            raise UserError("a class target needs a model that outputs N x classes logits")
+        scores = torch.softmax(logits.double(), 1) if self.prob else logits
+        cls = classes.to(logits.device)
+        if cls.numel() == 1 and scores.shape[0] > 1:
+            cls = cls.expand(scores.shape[0])
+        return scores.gather(1, cls.view(-1, 1))[:, 0]
+
+
+def parse_target(target: Union[str, int, Unit, Target], model=None, bases=None, prob: bool = False) -> Target:
+    """`top1`, a class INDEX, a class LABEL (with a model that has labels), `LAYER:K[@Y,X]` or a
+    Unit; UserError for anything else."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, Unit):
+        return Target("unit", unit=target)
+    if isinstance(target, bool):
+        raise UserError(f"bad target {target!r}")
+    if isinstance(target, int):
+        return Target("class", index=int(target), prob=prob, label=_label(model, int(target)))
+    if not isinstance(target, str) or not target.strip():
+        raise UserError(f"bad target {target!r}: expected top1, a class INDEX or LABEL, or LAYER:UNIT")
+    text = target.strip()
+    if text.lower() in ("top1", "top-1", "top_1"):
+        return Target("top1", prob=prob)
+    if re.fullmatch(r"-?\d+", text):
+        index = int(text)
+        if index < 0:
+            raise UserError(f"bad target class {index}: indices start at 0")
+        return Target("class", index=index, prob=prob, label=_label(model, index))
+    if ":" in text:
+        if prob:
+            raise UserError("--prob applies to class targets, not to unit target " + text)
+        return Target("unit", unit=parse_unit(text, bases))
+    if model is None or not hasattr(model, "class_index"):
+        raise UserError(f"target {text!r}: this model has no class labels; pass an index")
+    index = model.class_index(text)
+    return Target("class", index=index, prob=prob, label=_label(model, index))
+
+
+def _label(model, index: int) -> Optional[str]:
+    label = getattr(model, "label", None)
+    return label(index) if callable(label) else None
