@@ -531,6 +531,11 @@ def parse_unit(text, bases: Optional[Mapping[str, Basis]] = None) -> Unit:
                 None if x is None else int(x), basis)
 
 
+def layer_units(layer: str, count: int, basis: Basis = CHANNELS, reduce: str = "mean") -> list[Unit]:
+    """Units 0..count-1 of a layer (in a basis)."""
+    return [Unit(layer, i, basis=basis, reduce=reduce) for i in range(count)]
+
+
 def check_unit(unit: Unit, layers: Sequence[LayerInfo], model: Optional[str] = None) -> LayerInfo:
     """Validate a unit against a layer listing (and the model fingerprint, for a basis that
     records one): unknown layer, out-of-range index or position, a basis made for another layer
