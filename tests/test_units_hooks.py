@@ -364,3 +364,12 @@ def test_cli_unit_errors_one_line_exit_2(tmp_path):
     assert_bad_input(*base, "blocks.1/v:0", "--basis", f"v={tmp_path / 'other.npz'}", contains="another model")
     assert_bad_input(*base, "blocks.1/v:2", "--basis", f"v={tmp_path / 'v.npz'}", contains="out of range")
     assert_bad_input(*base, "blocks.1/v:0", "--basis", f"v={tmp_path / 'missing.npz'}", contains="not found")
+
+
+def test_hooks_without_reads_or_edits_still_run_the_model():
+    net = nn.Sequential(nn.Conv2d(3, 2, 1))
+    x = torch.rand(1, 3, 4, 4)
+    with Hooks(net) as h:
+        assert h(x) == {} and torch.equal(h.output, net(x))
+    with pytest.raises(RuntimeError, match="inside its `with` block"):
+        h(x)

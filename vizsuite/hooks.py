@@ -207,6 +207,7 @@ class Hooks:
         self.calls: dict = {}
         self.output: Optional[torch.Tensor] = None
         self._handles: list = []
+        self._active = False
         self._count: dict[int, int] = {}
         self._inputs: dict[int, list] = {}
         self._reads = {name: resolve(model, name) for name in self.layers}
@@ -238,6 +239,7 @@ class Hooks:
         except BaseException:
             self.remove()
             raise
+        self._active = True
         return self
 
     def __exit__(self, *exc) -> None:
@@ -249,6 +251,7 @@ class Hooks:
             handle.remove()
         self._handles.clear()
         self._inputs.clear()
+        self._active = False
 
     def _reset(self) -> None:
         self.activations, self.calls, self._count, self._inputs = {}, {}, {}, {}
@@ -284,7 +287,7 @@ class Hooks:
 
     def __call__(self, x: torch.Tensor) -> dict:
         """Run the model on `x`; {layer: activation (first call)}. Sets `.output` if it ran to the end."""
-        if not self._handles:
+        if not self._active:
             raise RuntimeError("Hooks must be used inside its `with` block")
         self._reset()
         self.output = None
