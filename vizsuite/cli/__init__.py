@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from .. import __version__
 from ..errors import UserError
 
-COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain"]
+COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain", "dictionary"]
 
 
 class _Parser(argparse.ArgumentParser):
