@@ -70,3 +70,16 @@ def write_images(folder, count: int, seed: int = 0, size: int = 64) -> Path:
         img = codes.transpose(0, 3, 1, 4, 2).reshape(size, size, 3)     # (y, py, x, px, c)
         Image.fromarray(np.round(img * 255).astype(np.uint8)).save(folder / f"img{i:03d}.png")
     return folder
+
+
+def build_wide() -> nn.Module:
+    """Wide activations for the memory test: 256 channels at 32x32 per 128 px image (1 MiB)."""
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict([("wide", nn.Conv2d(3, 256, PATCH, stride=PATCH)),
+                                      ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()),
+                                      ("fc", nn.Linear(256, 10))]))
+
+
+def wide() -> ModelSpec:
+    return ModelSpec(name="wide", builder=build_wide, input_size=128, crop_pct=1.0, mean=(0.0,) * 3,
+                     std=(1.0,) * 3, labels=tuple(f"class{i}" for i in range(10)), default_layers=("wide",))

@@ -84,6 +84,19 @@ def fit_basis(x: torch.Tensor, cfg: TrainConfig, seed: int, *, layer: Optional[s
     return basis, info
 
 
+def train_r2(basis: Dictionary, x: torch.Tensor, chunk: int = 2048) -> float:
+    """R² of the basis on the training vectors, in chunks (no full-size temporaries)."""
+    from .metrics import Reconstruction
+
+    rec = Reconstruction(basis.size(basis.channels))
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            part = x[i:i + chunk]
+            codes = basis.encode(part)
+            rec.update(part, basis.decode(codes), codes)
+    return rec.result()["r2"]
+
+
 def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int = 0,
                      budget_mb: float = 256.0, positions: Optional[int] = None, heldout: float = 0.1,
                      with_stability: bool = False, batch_size: int = 16, progress: bool = True,
@@ -122,11 +135,7 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
            desc="held-out", fast=False)
     metrics = ev.result()
     freq = metrics.pop("frequency").numpy()
-    with torch.no_grad():
-        codes = basis.encode(x.double())
-        rec = basis.decode(codes)
-        sst = (x.double() - x.double().mean(0)).pow(2).sum()
-        metrics["train_r2"] = float(1 - (x.double() - rec).pow(2).sum() / sst)
+    metrics["train_r2"] = train_r2(basis, x)
     metrics["heldout_images"] = len(held_paths)
     metrics["heldout"] = bool(held_paths)
     train = {"images": len(train_paths), "skipped": info.skipped, "vectors_seen": res.seen,

