@@ -263,3 +263,18 @@ def test_memory_stays_within_budget(tmp_path):
     # codes, heap retention): bounded, but not yet "budget + a few MiB"; keeping every activation
     # would need more than the 400 MiB the folder produces
     assert grown_mb < 4 + activations_mb / 2, grown_mb
+
+
+def test_features_render_and_attribute_as_units(trained, planted_images, tmp_path):
+    """A dictionary feature is a unit for `render` (direction through the encoder) and for
+    `attribute --target`, given as --basis NAME=DIR."""
+    code, _, err = run_cli("render", f"{PLANTED}:spec", "mix/sae:3", "--basis", f"sae={trained}", "--steps", 2,
+                           "--size", 32, "-o", tmp_path / "r", "--quiet")
+    assert code == 0, err
+    item = json.loads((tmp_path / "r" / "manifest.json").read_text())["items"][0]
+    assert item["unit"] == "mix/sae:3" and (tmp_path / "r" / item["file"]).is_file()
+    image = sorted(Path(planted_images).glob("*.png"))[0]
+    code, _, err = run_cli("attribute", f"{PLANTED}:spec", image, "--target", "mix/sae:3", "--basis",
+                           f"sae={trained}", "--method", "saliency", "-o", tmp_path / "a", "--quiet")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["items"]
