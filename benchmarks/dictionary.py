@@ -1,7 +1,7 @@
 """Benchmark: sparse dictionaries on efficientnet_lite0 `blocks.4` (112 channels, 14 x 14) over the
 sample photos plus augmentation (flips, seeded crops), 8x expansion (896 features).
 
-    python benchmarks/dictionary.py [--layer blocks.4] [--expansion 8] [--k 16] [--epochs 10]
+    python benchmarks/dictionary.py [--layer blocks.4] [--expansion 8] [--k 24] [--epochs 30]
                                     [--augment 16] [--methods topk,batchtopk,nmf] [--threads 2]
 
 For each method: the activation pass (vectors/s streamed into the reservoir), training, two-seed
@@ -87,11 +87,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layer", default="blocks.4")
     ap.add_argument("--expansion", type=int, default=8)
-    ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--k", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--nmf-iters", type=int, default=100)
-    ap.add_argument("--nmf-vectors", type=int, default=10_000)
+    ap.add_argument("--nmf-iters", type=int, default=60)
+    ap.add_argument("--nmf-vectors", type=int, default=5_000)
     ap.add_argument("--augment", type=int, default=16, help="images per photo (original, mirror, crops)")
     ap.add_argument("--methods", default="topk,batchtopk,nmf")
     ap.add_argument("--threads", type=int, default=2)

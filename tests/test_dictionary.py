@@ -15,6 +15,7 @@ import torch
 
 from vizsuite.dictionary import TrainConfig, fit_basis, match, recovered, train_dictionary
 from vizsuite.dictionary.data import VectorReservoir
+from vizsuite.dictionary.data import vectors as vectors_of
 from vizsuite.dictionary.metrics import reconstruction
 from vizsuite.dictionary.sae import METHODS
 from vizsuite.dictionary.train import Normalization, fit_sae
@@ -278,3 +279,17 @@ def test_features_render_and_attribute_as_units(trained, planted_images, tmp_pat
                            f"sae={trained}", "--method", "saliency", "-o", tmp_path / "a", "--quiet")
     assert code == 0, err
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["items"]
+
+
+def test_reservoir_reads_seeded_positions_per_image():
+    def run(seed):
+        res = VectorReservoir("l", budget_bytes=1 << 20, seed=seed, positions=3)
+        res.start([])
+        act = torch.arange(2 * 4 * 36, dtype=torch.float32).view(2, 4, 6, 6)
+        res.update(Batch([0, 1], torch.zeros(2, 3, 1, 1), {"l": act}))
+        return res
+    a, b, c = run(0), run(0), run(1)
+    assert a.seen == a.filled == 6                                   # 3 positions x 2 images
+    assert torch.equal(a.data, b.data) and not torch.equal(a.data, c.data)
+    rows = vectors_of(torch.arange(2 * 4 * 36, dtype=torch.float32).view(2, 4, 6, 6), "l")
+    assert all(any(torch.equal(r, q) for q in rows) for r in a.data)  # real position vectors
