@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--stability", action="store_true",
                    help="also train with seed S+1 and report the one-to-one matched decoder cosine")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
-    p.add_argument("--l1", type=float, default=0.03, help="L1 weight for relu-l1 (default 0.03)")
+    p.add_argument("--l1", type=float, default=0.1, help="L1 weight for relu-l1 (default 0.1)")
     p.add_argument("--train-batch", type=int, default=1024, metavar="N", help="vectors per step (default 1024)")
     p.add_argument("--memory-mb", type=float, default=256.0, metavar="MB",
                    help="activation vectors kept for training (a seeded uniform sample beyond it; default 256)")

@@ -32,7 +32,7 @@ class TrainConfig:
     lr: float = 5e-3
     warmup: float = 0.05         # fraction of steps with a linear warm-up
     decay: float = 0.3           # final fraction of steps decayed linearly to 0
-    l1: float = 0.03             # relu-l1 only (inputs normalized to mean squared norm 1)
+    l1: float = 0.1              # relu-l1 only (inputs normalized to mean squared norm 1)
     resample_every: float = 0.1  # fraction of steps between dead-feature checks
     resample_until: float = 0.6  # no resampling after this fraction of steps
     dead_after: int = 0          # vectors without firing = dead (0: one epoch, at most 100k)
