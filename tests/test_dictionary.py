@@ -298,3 +298,23 @@ def test_reservoir_reads_seeded_positions_per_image():
     assert torch.equal(a.data, b.data) and not torch.equal(a.data, c.data)
     rows = vectors_of(torch.arange(2 * 4 * 36, dtype=torch.float32).view(2, 4, 6, 6), "l")
     assert all(any(torch.equal(r, q) for q in rows) for r in a.data)  # real position vectors
+
+
+def test_feature_dataset_examples_are_where_the_planted_feature_is_on(trained, planted, planted_images):
+    """Dataset examples of a dictionary feature (stream.TopExamples with its unit): at every top
+    example's position, the planted feature the dictionary feature matched is active."""
+    from vizsuite.hooks import activations
+    from vizsuite.images import find_images, load_batch
+    from vizsuite.stream import TopExamples, stream
+    b = load_basis(trained, "sae")
+    rows, cols, cos = match(pm.directions(), b.decoder)
+    pairs = [(int(p), int(f)) for p, f, c in zip(rows, cols, cos) if c >= 0.9][:4]
+    assert len(pairs) == 4
+    top = TopExamples("mix", [Unit("mix", f, basis=b) for _, f in pairs], k=3)
+    stream(planted, planted_images, [top], progress=False)
+    paths = find_images(planted_images)
+    for row, (p, f) in enumerate(pairs):
+        for rank in range(3):
+            image, (y, x) = int(top.pos.images[row, rank]), top.pos.yx[row, rank].tolist()
+            codes = activations(planted, load_batch([paths[image]], 64, 1.0), ["codes"])["codes"]
+            assert float(codes[0, p, y, x]) > 0.4, (p, f, image, y, x)
