@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def augment(photos: Path, out: Path, per_photo: int, seed: int) -> int:
     """Each photo, its mirror and seeded random crops (60-95 % of the side, half of them mirrored)."""
     import numpy as np
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     from vizsuite.images import find_images, load_image
 

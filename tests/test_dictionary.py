@@ -16,7 +16,6 @@ import torch
 from vizsuite.dictionary import TrainConfig, fit_basis, match, recovered, train_dictionary
 from vizsuite.dictionary.data import VectorReservoir
 from vizsuite.dictionary.data import vectors as vectors_of
-from vizsuite.dictionary.metrics import reconstruction
 from vizsuite.dictionary.sae import METHODS
 from vizsuite.dictionary.train import Normalization, fit_sae
 from vizsuite.hooks import Hooks, zero
@@ -56,7 +55,8 @@ def trained(tmp_path_factory, planted_images):
     """`vizsuite dictionary` on the planted model (TopK, 96 features for 48 planted)."""
     out = tmp_path_factory.mktemp("dict") / "sae"
     code, _, err = run_cli("dictionary", f"{PLANTED}:spec", "mix", "--images", planted_images, "--features", 96,
-                           "--k", 3, "--lr", 1e-2, "--train-batch", 256, "--epochs", 10, "-o", out, "--quiet")
+                           "--k", 3, "--lr", 1e-2, "--train-batch", 256, "--epochs", 10, "--stability", "-o", out,
+                           "--quiet")
     assert code == 0, err
     return out
 
@@ -96,6 +96,9 @@ def test_cli_outputs_and_manifest(trained):
     assert item["seed"] == 0 and item["model_fingerprint"]
     for key in ("r2", "mean_l0", "dead_fraction", "dense_fraction", "top1_agreement", "kl"):
         assert key in item["metrics"]
+    stab = item["stability"]
+    assert stab["seeds"] == [0, 1] and manifest["matching"].startswith("hungarian")
+    assert stab["alive_mean_matched_cosine"] >= 0.8       # both seeds find the planted features
     dec = np.load(trained / "decoder.npy")
     assert dec.shape == (96, pm.CHANNELS) and dec.dtype == np.float32
     assert np.allclose(np.linalg.norm(dec, axis=1), 1.0, atol=1e-5)   # unit-norm decoder rows

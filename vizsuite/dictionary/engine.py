@@ -84,6 +84,15 @@ def fit_basis(x: torch.Tensor, cfg: TrainConfig, seed: int, *, layer: Optional[s
     return basis, info
 
 
+def _fires(basis: Dictionary, x: torch.Tensor, chunk: int = 2048, limit: int = 20_000) -> torch.Tensor:
+    """Which features fire at least once on (up to `limit` of) the training vectors."""
+    on = torch.zeros(basis.size(basis.channels), dtype=torch.bool)
+    with torch.no_grad():
+        for i in range(0, min(len(x), limit), chunk):
+            on |= (basis.encode(x[i:i + chunk]) > 0).any(0)
+    return on
+
+
 def train_r2(basis: Dictionary, x: torch.Tensor, chunk: int = 2048) -> float:
     """R² of the basis on the training vectors, in chunks (no full-size temporaries)."""
     from .metrics import Reconstruction
@@ -125,6 +134,11 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
     if with_stability:
         other, _ = fit_basis(x, cfg, seed + 1, layer=layer, model=fp, name=name, progress=progress)
         stab = {**stability(basis.decoder, other.decoder), "seeds": [seed, seed + 1]}
+        alive = [_fires(b, x) for b in (basis, other)]
+        if alive[0].any() and alive[1].any():   # dead rows match nothing: the same over live features
+            live = stability(basis.decoder[alive[0]], other.decoder[alive[1]])
+            stab["alive_mean_matched_cosine"] = live["mean_matched_cosine"]
+            stab["alive_features"] = [int(a.sum()) for a in alive]
     t_stab = time.perf_counter() - t0 - t_stream - t_train
     device = model.mean.device
     size = model.input_size

@@ -11,7 +11,6 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
