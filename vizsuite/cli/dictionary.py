@@ -95,7 +95,8 @@ def run(args) -> int:
                               batch_size=args.batch_size, progress=not args.quiet, name=name)
     write_dictionary(result, args.out, model_name=model.name)
     m = result.metrics
-    line = (f"{args.method} {cfg.features} features on {args.layer}: held-out R2 {m['r2']:.3f}, "
+    where = "held-out" if m["heldout"] else "training-image (nothing held out)"
+    line = (f"{args.method} {cfg.features} features on {args.layer}: {where} R2 {m['r2']:.3f}, "
             f"L0 {m['mean_l0']:.2f}, dead {100 * m['dead_fraction']:.1f}%, top-1 agreement "
             f"{100 * m['top1_agreement']:.1f}%, KL {m['kl']:.4f}")
     if result.stability:
