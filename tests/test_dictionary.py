@@ -4,6 +4,7 @@ refusals, bounded memory."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -321,3 +322,16 @@ def test_feature_dataset_examples_are_where_the_planted_feature_is_on(trained, p
             image, (y, x) = int(top.pos.images[row, rank]), top.pos.yx[row, rank].tolist()
             codes = activations(planted, load_batch([paths[image]], 64, 1.0), ["codes"])["codes"]
             assert float(codes[0, p, y, x]) > 0.4, (p, f, image, y, x)
+
+
+def test_compare_neurons_and_features(trained, planted, planted_images):
+    """Every planted channel mixes many planted features: its top examples are dominated by
+    several dictionary features (a polysemantic neuron splits)."""
+    from vizsuite.dictionary.compare import compare, entropy_bits
+    assert entropy_bits([1, 1, 1, 1]) == 0.0 and entropy_bits([0, 1, 2, 3]) == 2.0
+    b = load_basis(trained, "sae")
+    out = compare(planted, "mix", planted_images, b, k=6, progress=False)
+    assert len(out["features_per_neuron"]) == pm.CHANNELS and len(out["neuron_entropy_bits"]) == pm.CHANNELS
+    assert out["mean_features_per_neuron"] >= 2
+    assert 0 < out["live_features"] <= 96
+    assert all(h is None or 0 <= h <= math.log2(6) + 1e-9 for h in out["feature_entropy_bits"])
