@@ -80,6 +80,14 @@ def one(args) -> None:
            "stability": s["mean_matched_cosine"], "stable_09": s["fraction_above_0.9"],
            "heldout_images": m["heldout_images"], "heldout_vectors": m["vectors"],
            "r2_solved": tr.get("r2_solved_codes"), "resampled": sum(c for _, c in tr.get("resampled", []))}
+    if args.compare:
+        from vizsuite.dictionary.compare import compare
+
+        t1 = time.perf_counter()
+        c = compare(model, args.layer, args.images, r.basis, k=8, progress=False)
+        row.update(compare_s=time.perf_counter() - t1, neuron_entropy=c["mean_neuron_entropy_bits"],
+                   feature_entropy=c["mean_feature_entropy_bits"], live_features=c["live_features"],
+                   features_per_neuron=c["mean_features_per_neuron"])
     print("ROW " + json.dumps(row))
 
 
@@ -94,6 +102,9 @@ def main() -> None:
     ap.add_argument("--nmf-vectors", type=int, default=5_000)
     ap.add_argument("--augment", type=int, default=16, help="images per photo (original, mirror, crops)")
     ap.add_argument("--methods", default="topk,batchtopk,nmf")
+    ap.add_argument("--compare", action="store_true",
+                    help="also compare neurons and features (dictionary.compare: class entropy of top-8 "
+                         "examples, features dominating each neuron's top examples)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--photos", default=str(ROOT / "galleries" / "photos"))
     ap.add_argument("--images", default=None, help=argparse.SUPPRESS)
@@ -141,6 +152,13 @@ def main() -> None:
               f"{args.nmf_vectors} vectors; its R² is through the affine encoder the unit model reads "
               "(solved-code R²: " + ", ".join(f"{r['r2_solved']:.3f}" for r in rows if r['r2_solved'] is not None)
               + "). Peak MB is the whole process (torch, the model, the pass).", ""]
+    for r in rows:
+        if "neuron_entropy" in r:
+            lines += [f"Neurons vs {r['method']} features (top-8 examples over the same images, "
+                      f"{r['compare_s']:.0f} s): mean entropy of the predicted classes {r['neuron_entropy']:.2f} bits "
+                      f"for the 112 neurons, {r['feature_entropy']:.2f} bits for the {r['live_features']} live "
+                      f"features; a neuron's top examples are dominated by {r['features_per_neuron']:.1f} distinct "
+                      f"features on average.", ""]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
