@@ -248,8 +248,12 @@ def test_memory_stays_within_budget(tmp_path):
             m(torch.rand(8, 3, 128, 128))
         def status(key):
             return int([l for l in open("/proc/self/status") if l.startswith(key)][0].split()[1])
-        with open("/proc/self/clear_refs", "w") as fh:   # reset the peak (VmHWM) to the current RSS
-            fh.write("5")
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:   # reset the peak (VmHWM) to the current RSS
+                fh.write("5")
+        except OSError:
+            print(json.dumps({{"skip": "cannot reset the peak RSS (/proc/self/clear_refs)"}}))
+            sys.exit(0)
         base = status("VmRSS:")          # kB, with torch and the model loaded
         code = main(["dictionary", {PLANTED + ':wide'!r}, "wide", "--images", {str(folder)!r}, "--features", "256",
                      "--k", "8", "--epochs", "2", "--memory-mb", "4", "--batch-size", "8", "-o", {str(tmp_path / 'o')!r},
@@ -261,6 +265,8 @@ def test_memory_stays_within_budget(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "skip" in res:
+        pytest.skip(res["skip"])
     assert res["code"] == 0
     grown_mb = (res["peak_kb"] - res["base_kb"]) / 1024
     item = json.loads((tmp_path / "o" / "manifest.json").read_text())["items"][0]
