@@ -28,7 +28,7 @@ import torch
 
 from .errors import UserError
 from .hashing import content_hash, image_list_signature, model_fingerprint
-from .units import CHANNELS, Unit
+from .units import CHANNELS, Unit, check_shape
 
 STREAM_VERSION = 1
 
@@ -209,7 +209,17 @@ def _unit_maps(act: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
     """N x U [x H x W]: each unit's feature map, one encode per basis (channels: a gather)."""
     if all(u.is_channel for u in units):
         return act.index_select(1, torch.tensor([u.index for u in units], dtype=torch.long, device=act.device))
-    return torch.stack([u.map(act) for u in units], dim=1)
+    encoded: dict = {}
+    maps = []
+    for u in units:
+        if u.is_channel:
+            maps.append(u.map(act))
+            continue
+        if u.basis not in encoded:   # one encode per basis (a TopK feature needs all of them anyway)
+            check_shape(u, act)
+            encoded[u.basis] = u.basis.encode(act)
+        maps.append(encoded[u.basis][:, u.index])
+    return torch.stack(maps, dim=1)
 
 
 class TopExamples(Reducer):

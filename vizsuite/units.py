@@ -322,8 +322,12 @@ def save_basis(basis: Basis, path: str | os.PathLike) -> Path:
 
 
 def load_basis(path: str | os.PathLike, name: Optional[str] = None) -> Basis:
-    """Read a basis file written by `save_basis`; UserError for anything else (no pickles)."""
+    """Read a basis file written by `save_basis`; UserError for anything else (no pickles).
+    `path` may be a folder holding the basis as `basis.npz` (what `vizsuite dictionary -o DIR`
+    writes) or as its only .npz file."""
     path = Path(path)
+    if path.is_dir():
+        path = _basis_in_folder(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
@@ -354,8 +358,19 @@ def load_basis(path: str | os.PathLike, name: Optional[str] = None) -> Basis:
     return basis
 
 
+def _basis_in_folder(folder: Path) -> Path:
+    if (folder / "basis.npz").is_file():
+        return folder / "basis.npz"
+    found = sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+    if len(found) == 1:
+        return found[0]
+    what = "no .npz file" if not found else f"{len(found)} .npz files and no basis.npz"
+    raise UserError(f"basis folder {folder} has {what}")
+
+
 class BasisSet(dict):
-    """NAME -> Basis, as given by `--basis NAME=PATH` (repeatable)."""
+    """NAME -> Basis, as given by `--basis NAME=PATH` (repeatable; PATH a basis file or a folder
+    holding basis.npz)."""
 
     @classmethod
     def from_args(cls, specs: Iterable[str] | None) -> "BasisSet":

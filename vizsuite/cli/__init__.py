@@ -18,7 +18,8 @@ from .. import __version__
 from ..errors import UserError
 from .common import check_seed
 
-COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain", "ablate", "patch"]
+COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain", "ablate", "patch",
+            "dictionary"]
 
 
 class _Parser(argparse.ArgumentParser):

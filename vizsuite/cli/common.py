@@ -81,7 +81,8 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 def add_basis_arg(parser: argparse.ArgumentParser) -> None:
     """--basis NAME=PATH (repeatable): feature bases for `LAYER/NAME:K` units (docs/units.md)."""
     parser.add_argument("--basis", action="append", default=[], metavar="NAME=PATH",
-                        help="a basis file (directions or dictionary) for LAYER/NAME:K units; repeatable")
+                        help="a basis file (directions or dictionary), or a folder holding basis.npz (as "
+                             "`vizsuite dictionary` writes), for LAYER/NAME:K units; repeatable")
 
 
 def bases_from_args(args: argparse.Namespace):
