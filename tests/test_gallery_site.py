@@ -151,3 +151,31 @@ def test_site_in_headless_chromium(site, tmp_path):
             assert report.screenshot.stat().st_size > 5000
             with Image.open(report.screenshot) as shot:
                 assert shot.size == (1280, 900)
+
+
+def test_killed_while_writing_pages_keeps_the_previous_site(tmp_path, monkeypatch):
+    """Pages go to a staging folder and are swapped in: a build dying mid-way through writing
+    pages leaves the previous site complete (every link resolves), and nothing half-written."""
+    from vizsuite.gallery import site as S
+
+    root = tmp_path / "site"
+    data = fake_site_data(root)
+    S.write_site(data, root)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*.html")}
+    calls = {"n": 0}
+    original = S._Site.render
+
+    def dying(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if killed while writing the third page
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(S._Site, "render", dying)
+    data.title = "the second build"  # its pages differ: a page written in place would show
+    with pytest.raises(KeyboardInterrupt):
+        S.write_site(data, root)
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*.html")}
+    assert after == before and len(before) > 3
+    assert not list(root.glob(".*.part"))
+    check_links(root)

@@ -117,3 +117,16 @@ def write_manifest(out_dir: str | os.PathLike, items: list[dict], command: list[
         "items": items,
     }
     return write_json(Path(out_dir) / "manifest.json", data)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (staging folders of dead processes may go)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -10,9 +10,11 @@ Every page is written atomically; jinja2 autoescapes every name and label.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import posixpath
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from ..fileio import write_manifest, write_text
+from ..fileio import pid_alive, write_manifest, write_text
 from .pages import CircuitPage, Img, LayerPage, NeuronPage, SiteData
 
 STATIC_FILES = ("site.css", "site.js")
@@ -118,9 +120,10 @@ def circuit_layout(page: CircuitPage, url: Callable[[str], str], unit_href: Call
 # ------------------------------------------------------------------------------ writer
 
 class _Site:
-    def __init__(self, data: SiteData, root: Path):
+    def __init__(self, data: SiteData, root: Path, out: Optional[Path] = None):
         self.data = data
-        self.root = root
+        self.root = root            # the site: what pages link to (assets) is checked here
+        self.out = out or root      # where pages are written (a staging folder, swapped in after)
         self.layer_pages = {p.name: layer_path(p.name) for p in data.layers}
         self.neuron_pages = {(n.layer, n.unit): neuron_path(n.layer, n.unit) for n in data.neurons}
         self.circuit_pages = {(c.layer, c.unit): circuit_path(c.layer, c.unit) for c in data.circuits}
@@ -132,7 +135,8 @@ class _Site:
 
         def url(target: str) -> str:
             target = target.lstrip("/")
-            if not (self.root / target).exists() and not target.endswith(".html"):
+            if not (self.root / target).exists() and not (self.out / target).exists() \
+                    and not target.endswith(".html"):
                 self.missing.append(f"{page_path}: {target}")
             return quote(posixpath.relpath(target, here or "."), safe="/._-~")
 
@@ -155,7 +159,7 @@ class _Site:
 
     def render(self, template: str, page_path: str, **values) -> Path:
         html = self.env.get_template(template).render(**self.context(page_path), page_path=page_path, **values)
-        return write_text(self.root / page_path, html)
+        return write_text(self.out / page_path, html)
 
 
 def write_site(data: SiteData, site_dir: str | Path, *, command: Optional[list[str]] = None,
@@ -167,10 +171,26 @@ def write_site(data: SiteData, site_dir: str | Path, *, command: Optional[list[s
     """
     root = Path(site_dir)
     root.mkdir(parents=True, exist_ok=True)
-    site = _Site(data, root)
+    _clean_staging(root)
+    # every page goes into a private staging folder first, then the folders and files are
+    # swapped in at once: a build killed while writing pages leaves the previous, complete site
+    staging = Path(tempfile.mkdtemp(prefix=f".pages.{os.getpid()}.", suffix=".part", dir=root))
+    try:
+        items, missing = _write_pages(data, root, staging, command)
+        _swap_in(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if check_images and missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) referenced but not in the site: "
+                                + "; ".join(sorted(set(missing))[:10]))
+    return items
+
+
+def _write_pages(data: SiteData, root: Path, out: Path, command) -> tuple[list[dict], list[str]]:
+    site = _Site(data, root, out)
     for name in STATIC_FILES:  # first: pages check that what they reference exists
         text = resources.files("vizsuite.gallery").joinpath("static", name).read_text("utf-8")
-        write_text(root / "static" / name, text)
+        write_text(out / "static" / name, text)
     model = data.model.name
     items: list[dict] = [{"file": f"static/{n}", "kind": "static"} for n in STATIC_FILES]
 
@@ -200,35 +220,49 @@ def write_site(data: SiteData, site_dir: str | Path, *, command: Optional[list[s
         site.render("circuit.html.j2", path, page=page)
         items.append({"file": path, "kind": "circuit", "model": model, "layer": page.layer, "unit": page.unit,
                       "layers": [lvl[0].layer for lvl in page.levels if lvl]})
-
-    _remove_stale_pages(root, {it["file"] for it in items})
-    write_manifest(root, items, command=command, model=model, fingerprint=data.model.fingerprint)
-    if check_images and site.missing:
-        raise FileNotFoundError(f"{len(site.missing)} image(s) referenced but not in the site: "
-                                + "; ".join(sorted(set(site.missing))[:10]))
-    return items
+    write_manifest(out, items, command=command, model=model, fingerprint=data.model.fingerprint)
+    return items, site.missing
 
 
-def _remove_stale_pages(root: Path, written: set) -> None:
-    """Pages the previous build listed in its manifest but this one did not write (units no
-    longer built): removed, so the site never shows them."""
+#: what a build writes at the site's top level (assets and .cache are the task store's)
+PAGE_ENTRIES = ("static", "layers", "neurons", "circuits", "index.html", "manifest.json")
+
+
+def _swap_in(staging: Path, root: Path) -> None:
+    """Move the staged pages into the site: each folder of the previous build is renamed away
+    and the new one renamed in (index.html and the manifest last), so pages of units no longer
+    built disappear with their folder. Another build swapping at the same time wins or loses
+    whole folders, never half of one."""
+    trash = Path(tempfile.mkdtemp(prefix=f".old.{os.getpid()}.", suffix=".part", dir=root))
     try:
-        old = json.loads((root / "manifest.json").read_text("utf-8"))
-        files = [it.get("file") for it in old.get("items", []) if it.get("kind") in ("layer", "neuron", "circuit")]
-    except (OSError, ValueError, AttributeError):
-        return
-    base = root.resolve()
-    for rel in files:
-        if not isinstance(rel, str) or rel in written or not rel.endswith(".html"):
-            continue
-        path = (root / rel).resolve()
-        if base not in path.parents:  # only ever inside the site
-            continue
-        path.unlink(missing_ok=True)
-        for parent in path.parents:
-            if parent == base or any(parent.iterdir()):
-                break
-            parent.rmdir()
+        for name in PAGE_ENTRIES:
+            new, final = staging / name, root / name
+            if not new.exists():
+                if final.is_dir():  # e.g. no circuit pages any more
+                    os.replace(final, trash / name)
+                continue
+            if new.is_file():
+                os.replace(new, final)
+                continue
+            for _ in range(5):  # a concurrent build may put its folder back in between
+                if final.exists():
+                    os.replace(final, Path(tempfile.mkdtemp(dir=trash)) / name)
+                try:
+                    os.rename(new, final)
+                    break
+                except OSError:
+                    continue
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_staging(root: Path) -> None:
+    """Remove staging folders of builds that died while writing pages."""
+    for entry in root.glob(".*.part"):
+        parts = entry.name.split(".")  # '', pages|old, pid, rand, 'part'
+        if len(parts) >= 5 and parts[1] in ("pages", "old") and parts[2].isdigit():
+            if not pid_alive(int(parts[2])):
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _ordered_neurons(data: SiteData) -> list[NeuronPage]:

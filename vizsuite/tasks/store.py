@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..fileio import current_umask, finite, json_default
+from ..fileio import current_umask, finite, json_default, pid_alive
 from .core import Task
 
 DONE = "done.json"
@@ -54,16 +54,6 @@ class TaskResult:
                       if p.is_file() and p.name != DONE)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class TaskStore:
     """The task cache folder (e.g. `SITE/.cache/tasks`)."""
 
@@ -96,7 +86,7 @@ class TaskStore:
             if entry.name.endswith(".part"):
                 parts = entry.name.split(".")  # '', key, pid, rand, 'part'
                 pid = int(parts[2]) if len(parts) >= 5 and parts[2].isdigit() else -1
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
             elif entry.is_dir() and not (entry / DONE).is_file():
