@@ -41,6 +41,16 @@ def dies_once(task, ctx):
     return {"n": task["n"], "pid": os.getpid()}
 
 
+@register_task("test_slow")
+def slow_task(task, ctx):
+    time.sleep(task["delay"])  # a parameter, not the environment: Ray workers have their own
+    return {"n": task["n"]}
+
+
+def slow_tasks(count: int, delay: float = 0.5):
+    return [make_task("test_slow", n=i, delay=delay) for i in range(count)]
+
+
 def test_ray_results_equal_local(tmp_path, local_ray):
     tasks = square_tasks(6)
     local = run_tasks(tasks, tmp_path / "a", progress=False)
@@ -63,12 +73,11 @@ def test_worker_killed_mid_task_is_retried(tmp_path, local_ray):
 
 def test_killed_driver_resumes_with_no_recomputation(tmp_path, local_ray):
     cache, count = tmp_path / "cache", 12
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import tests.test_tasks as T; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import tests.test_ray as T; "
             f"from vizsuite.tasks import run_tasks; "
-            f"run_tasks(T.square_tasks({count}), {str(cache)!r}, progress=False, executor='ray', "
+            f"run_tasks(T.slow_tasks({count}), {str(cache)!r}, progress=False, executor='ray', "
             f"ray_address={local_ray!r}, jobs=1)")
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "VIZ_TEST_DELAY": "0.5"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     done = []
     while time.time() < deadline:
@@ -81,7 +90,7 @@ def test_killed_driver_resumes_with_no_recomputation(tmp_path, local_ray):
     time.sleep(2)  # let the cluster's worker finish or drop what it was running
     finished = {p.name for p in cache.glob("*") if (p / "done.json").is_file()}
     assert 3 <= len(finished) < count
-    report = run_tasks(square_tasks(count), cache, progress=False, executor="ray")
+    report = run_tasks(slow_tasks(count), cache, progress=False, executor="ray")
     assert report.reused == len(finished) and report.computed == count - len(finished)
 
 
@@ -90,7 +99,7 @@ def test_gallery_on_ray_is_identical_to_local(tmp_path, local_ray):
 
     args = ["gallery", TINY, "--layers", "relu2,relu3", "--units", "2", "--steps", "8", "--size", "32",
             "--diversity", "2", "--quiet"]
-    code, out, err = run_cli(*args, "-o", str(tmp_path / "local"), "--jobs", "2")
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "local"))
     assert code == 0, err
     code, out, err = run_cli(*args, "-o", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", local_ray)
     assert code == 0, err

@@ -2,8 +2,8 @@
 actors that each load the model once, with results published into the task store.
 
 An actor is a worker process holding the registry, the store and the model loader
-(`ModelRef`); it runs `execute_group` exactly as a pool worker does (one torch thread, the same
-batches), so a Ray build computes the same results as a local `--jobs N` build. A worker that
+(`ModelRef`); it runs `execute_group` exactly as a pool worker does (TASK_THREADS torch threads,
+the same batches), so a Ray build computes the same results as a local build. A worker that
 dies mid-task (killed, out of memory) is restarted by Ray and the task retried
 (`max_restarts`, `max_task_retries`); the result of a half-finished task is never visible: it
 is published by one directory rename (`TaskStore.publish`), also across processes and hosts
@@ -34,9 +34,11 @@ def require_ray():
 
 
 def _actor_class(ray, gpus: float):
-    from .executor import _worker_init, _worker_run
+    from .executor import TASK_THREADS, _worker_init, _worker_run
 
-    @ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
+    # a worker runs its tasks on TASK_THREADS torch threads (as every executor does: pixels do
+    # not depend on where a task ran), so it asks Ray for that many CPUs
+    @ray.remote(num_cpus=TASK_THREADS, num_gpus=gpus, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)
     class TaskWorker:
         """One Ray worker: the registry and store installed once, the model loaded on first use."""
 
@@ -72,8 +74,11 @@ class RayCluster:
                                 f"{str(exc).splitlines()[0][:160]}") from None
             self.started = True
 
-    def cpus(self) -> int:
-        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+    def workers(self) -> int:
+        """How many task workers the cluster holds at once (each takes TASK_THREADS CPUs)."""
+        from .executor import TASK_THREADS
+
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)) // TASK_THREADS)
 
     def close(self) -> None:
         if self.started:
@@ -94,7 +99,8 @@ class RayRunner:
     def _ensure(self, groups: int) -> None:
         if self.cluster is None:
             self.cluster = RayCluster(self.address)
-        want = max(1, min(self.jobs if self.jobs > 1 else self.cluster.cpus(), groups))
+        room = self.cluster.workers()  # more actors than fit would wait forever for CPUs
+        want = max(1, min(self.jobs if self.jobs > 1 else room, room, groups))
         if len(self.actors) < want:
             cls = _actor_class(self.cluster.ray, self.gpus)
             self.actors += [cls.remote(registry_snapshot(), str(self.store.root), self.loader, list(sys.path))
