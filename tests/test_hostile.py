@@ -43,6 +43,8 @@ SLOW = {
     "vizsuite explain": "renders a dozen icons: over 30 s",
     "vizsuite render": "512 steps at 224 px: over 30 s",
     "--method lrp,ig,gradcam": "integrated gradients at 256 steps: over 30 s",
+    "vizsuite dictionary": "trains two dictionaries (--stability): over 30 s",
+    "--basis sae=dict/sae": "needs the dictionary the README's previous command trains",
 }
 
 
