@@ -373,3 +373,20 @@ def test_hooks_without_reads_or_edits_still_run_the_model():
         assert h(x) == {} and torch.equal(h.output, net(x))
     with pytest.raises(RuntimeError, match="inside its `with` block"):
         h(x)
+
+
+def test_one_target_grammar_for_attribution_and_interventions():
+    from vizsuite.attribution import parse_target as attribution_target
+    from vizsuite.interventions import parse_target as intervention_target
+    from vizsuite.targets import parse_target
+
+    assert attribution_target is parse_target  # the same grammar, not a copy
+    assert parse_target("top5").k == 5 and parse_target("tabby").label == "tabby"
+    assert intervention_target("top1").kind == "top1" and intervention_target(3).index == 3
+    assert intervention_target("blocks.4:3@1,2").unit == parse_unit("blocks.4:3@1,2")
+    for bad, why in (("top5", "one class per image"), ([1, 2], "one target for all images"),
+                     ("-2", "indices start at 0"), ("", "bad target")):
+        with pytest.raises(UserError, match=why):
+            intervention_target(bad)
+    with pytest.raises(UserError, match="--prob applies"):
+        intervention_target("blocks.4:3", prob=True)

@@ -3,14 +3,14 @@ image, or another unit's value (`LAYER:K[@Y,X]`, any basis)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 
 from ..errors import UserError
-from ..units import Unit, parse_unit
+from ..targets import parse_target as parse_spec
+from ..units import Unit
 
 
 @dataclass(frozen=True)
@@ -68,33 +68,29 @@ class Target:
 
 def parse_target(target: Union[str, int, Unit, Target], model=None, bases=None, prob: bool = False) -> Target:
     """`top1`, a class INDEX, a class LABEL (with a model that has labels), `LAYER:K[@Y,X]` or a
-    Unit; UserError for anything else."""
+    Unit (the shared grammar, `vizsuite.targets`); UserError for anything else, and for forms
+    that name several quantities per image (topK with K > 1, one class per image)."""
     if isinstance(target, Target):
         return target
-    if isinstance(target, Unit):
-        return Target("unit", unit=target)
-    if isinstance(target, bool):
-        raise UserError(f"bad target {target!r}")
-    if isinstance(target, int):
-        return Target("class", index=int(target), prob=prob, label=_label(model, int(target)))
-    if not isinstance(target, str) or not target.strip():
-        raise UserError(f"bad target {target!r}: expected top1, a class INDEX or LABEL, or LAYER:UNIT")
-    text = target.strip()
-    if text.lower() in ("top1", "top-1", "top_1"):
-        return Target("top1", prob=prob)
-    if re.fullmatch(r"-?\d+", text):
-        index = int(text)
-        if index < 0:
-            raise UserError(f"bad target class {index}: indices start at 0")
-        return Target("class", index=index, prob=prob, label=_label(model, index))
-    if ":" in text:
+    spec = parse_spec(target, bases)
+    if spec.kind == "unit":
         if prob:
-            raise UserError("--prob applies to class targets, not to unit target " + text)
-        return Target("unit", unit=parse_unit(text, bases))
-    if model is None or not hasattr(model, "class_index"):
-        raise UserError(f"target {text!r}: this model has no class labels; pass an index")
-    index = model.class_index(text)
-    return Target("class", index=index, prob=prob, label=_label(model, index))
+            raise UserError(f"--prob applies to class targets, not to unit target {spec.unit}")
+        return Target("unit", unit=spec.unit)
+    if spec.kind == "top":
+        if spec.k != 1:
+            raise UserError(f"target top{spec.k}: an intervention measures one class per image; use top1")
+        return Target("top1", prob=prob)
+    if spec.kind == "class":
+        if spec.index < 0:
+            raise UserError(f"bad target class {spec.index}: indices start at 0")
+        return Target("class", index=spec.index, prob=prob, label=_label(model, spec.index))
+    if spec.kind == "label":
+        if model is None or not hasattr(model, "class_index"):
+            raise UserError(f"target {spec.label!r}: this model has no class labels; pass an index")
+        index = model.class_index(spec.label)
+        return Target("class", index=index, prob=prob, label=_label(model, index))
+    raise UserError(f"target {target!r}: give one target for all images (top1, a class or a unit)")
 
 
 def _label(model, index: int) -> Optional[str]:
