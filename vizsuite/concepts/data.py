@@ -121,6 +121,7 @@ class LayerVectors(Reducer):
         self.rows: dict = {layer: [] for layer in self.layers}
         self.index: list[int] = []
         self.vectors: dict = {}
+        self.info = None   # the stream's PassInfo (what was computed, what came from the cache)
 
     def key(self):
         return {"layers": list(self.layers), "representation": self.representation}
@@ -161,6 +162,7 @@ class ClassGradients(Reducer):
         self.logits: list = []
         self.index: list[int] = []
         self._done: Optional[dict] = None
+        self.info = None
 
     def key(self):
         return {"layers": list(self.layers), "class": self.class_index, "representation": self.representation}
@@ -211,7 +213,8 @@ def layer_vectors(model, paths: Sequence, layers: Sequence[str], representation:
                   desc: str = "concept activations") -> LayerVectors:
     """One streaming pass (cached) over `paths`: each layer's vectors per readable image."""
     r = LayerVectors(layers, representation)
-    stream(model, list(paths), [r], batch_size=batch_size, cache_dir=cache_dir, progress=progress, desc=desc)
+    r.info = stream(model, list(paths), [r], batch_size=batch_size, cache_dir=cache_dir, progress=progress,
+                    desc=desc)
     return r
 
 
@@ -221,6 +224,8 @@ def class_gradients(model, paths: Sequence, layers: Sequence[str], classes: Sequ
     """{class: ClassGradients} from one streaming pass (forward once, one backward per class);
     classes already in the cache are not recomputed."""
     reducers = {int(c): ClassGradients(layers, int(c), representation) for c in dict.fromkeys(classes)}
-    stream(model, list(paths), list(reducers.values()), batch_size=batch_size, cache_dir=cache_dir,
-           progress=progress, desc="class gradients")
+    info = stream(model, list(paths), list(reducers.values()), batch_size=batch_size, cache_dir=cache_dir,
+                  progress=progress, desc="class gradients")
+    for r in reducers.values():
+        r.info = info
     return reducers

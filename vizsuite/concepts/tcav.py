@@ -87,6 +87,7 @@ class TCAVResult:
     seed: int
     seconds: float = 0.0
     random_accuracy: dict = field(default_factory=dict)   # layer -> mean accuracy of random-vs-random CAVs
+    passes: list = field(default_factory=list)            # stream.PassInfo of every activation pass
 
     def get(self, concept: str, layer: str, target: int) -> TCAVScore:
         for s in self.scores:
@@ -183,12 +184,14 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
         return layer_vectors(model, paths, layers, representation, cache_dir=cache_dir, batch_size=batch_size,
                              progress=progress, desc=desc)
 
-    cvec = {}
+    cvec, passes = {}, []
     for name, c in concepts.items():
         lv = acts(c.paths, f"concept {name}")
         cvec[name] = lv.result()
+        passes.append(lv.info)
     pool = sorted({str(p) for r in rsets for p in r.paths})
     lv = acts(pool, "random images")
+    passes.append(lv.info)
     where = {p: i for i, p in enumerate(pool[j] for j in lv.index)}
     rvec = []
     for r in rsets:
@@ -204,6 +207,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
     for paths, classes in by_paths.items():
         red = class_gradients(model, list(paths), layers, classes, representation, cache_dir=cache_dir,
                               batch_size=batch_size, progress=progress)
+        passes.append(next(iter(red.values())).info)
         for cls, r in red.items():
             grads[cls] = r
             target_paths[cls] = [paths[i] for i in r.index]
@@ -244,7 +248,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
         corrected = min(1.0, p["p_raw"] * tested)
         out.append(TCAVScore(p_value=corrected, significant=bool(corrected < alpha), **p))
     return TCAVResult(out, layers, list(targets), target_paths, concepts, rsets, method, representation, alpha,
-                      tested, int(seed), time.perf_counter() - start, random_accuracy)
+                      tested, int(seed), time.perf_counter() - start, random_accuracy, passes)
 
 
 def _relative(a: np.ndarray, b: np.ndarray, runs: int, method: str, seeds, test_fraction: float) -> list[CAV]:
