@@ -55,6 +55,8 @@ class TCAVScore:
     sensitivity: np.ndarray
     presence: np.ndarray
     relative: bool = False
+    run_cavs: Optional[np.ndarray] = None     # runs x D: each run's CAV (unit norm)
+    null_cavs: Optional[np.ndarray] = None    # runs x D: the random-vs-random CAVs behind `null`
 
     @property
     def score(self) -> float:
@@ -234,6 +236,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
             res = grads[cls].result()
             sens, act = res["grads"][layer], res["acts"][layer]
             null, _ = tcav_scores(sens, [c.vector for c in null_cavs])
+            null_stack = np.stack([c.vector for c in null_cavs])
             for name, cavs, rel in sets:
                 scores, dd = tcav_scores(sens, [c.vector for c in cavs])
                 mean = np.mean([c.vector for c in cavs], 0)
@@ -241,7 +244,8 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
                 pending.append(dict(concept=name, layer=layer, target=int(cls), runs=scores, null=null,
                                     p_raw=t_test(scores, null), accuracy=float(np.mean([c.accuracy for c in cavs])),
                                     cav=mean, sensitivity=dd, presence=np.asarray(act, np.float64) @ mean,
-                                    relative=rel))
+                                    relative=rel, run_cavs=np.stack([c.vector for c in cavs]),
+                                    null_cavs=null_stack))
     tested = len(pending)
     out = []
     for p in pending:
