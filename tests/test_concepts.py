@@ -184,14 +184,17 @@ def test_cli_tcav_manifest_report_causal_check(folders, tmp_path, model):
     assert all(set(i) == keys for i in man["items"])
     red = {i["target"]: i for i in man["items"] if i["concept"] == "red"}
     assert red[0]["score"] == 1.0 and red[0]["significant"] and red[1]["score"] == 0.0 and red[1]["significant"]
-    # projecting the (planted) direction out removes the class-0 logit: effect = -mean logit
+    # projecting the CAV v out of mid (pooled a = W mean(x)) changes logit 0 = d.a by
+    # -(a.v)(d.v), logit 1 by +(a.v)(d.v): about minus the whole logit, as v is nearly d
     from vizsuite.images import load_batch
 
-    x = load_batch(sorted(folders["targets"].glob("*.png")), 16, 1.0)
-    with torch.no_grad():
-        logits = model(x)
-    assert abs(red[0]["ablation_effect"] + float(logits[:, 0].mean())) < 1e-3
-    assert abs(red[1]["ablation_effect"] + float(logits[:, 1].mean())) < 1e-3
+    x = load_batch(sorted(folders["targets"].glob("*.png")), 16, 1.0).double()
+    a = x.mean((2, 3)) @ cm.weights().double().T
+    v = torch.as_tensor(np.load(out / red[0]["cav"])["vectors"][0])
+    d = cm.planted().double()
+    expected = -float(((a @ v) * (d @ v)).mean())
+    assert abs(red[0]["ablation_effect"] - expected) < 1e-4 and abs(red[1]["ablation_effect"] + expected) < 1e-4
+    assert abs(expected + float((a @ d).mean())) < 0.02 * abs(expected)
     assert all(i["ablation_effect"] is None for i in man["items"] if not i["significant"])
     html = (out / "report.html").read_text()
     assert "directions/red__mid.png" in html and "examples/red/00.png" in html
