@@ -28,7 +28,6 @@ def register(sub) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from ..capture import list_layers
     from ..concepts import METHODS, layer_vectors, probe
     from ..concepts.report import accuracy_svg, render_probe
     from ..fileio import write_manifest, write_text
@@ -57,13 +56,14 @@ def run(args) -> int:
     layers = parse_layers(args.layers, model)
     out = Path(args.output)
     cache = Path(args.cache) if args.cache else out / ".cache"
-    vec = {name: layer_vectors(model, c.paths, layers, args.representation, cache_dir=cache,
-                               batch_size=args.batch_size, progress=not args.quiet, desc=f"concept {name}").result()
-           for name, c in concepts.items()}
+    passes = {name: layer_vectors(model, c.paths, layers, args.representation, cache_dir=cache,
+                                  batch_size=args.batch_size, progress=not args.quiet, desc=f"concept {name}")
+              for name, c in concepts.items()}
+    vec = {name: lv.result() for name, lv in passes.items()}
     neg = (layer_vectors(model, sorted(set(negatives)), layers, args.representation, cache_dir=cache,
                          batch_size=args.batch_size, progress=not args.quiet, desc="random images").result()
            if negatives else None)
-    channels = {info.name: info.channels for info in list_layers(model)}
+    channels = {layer: shape[0] for layer, shape in next(iter(passes.values())).shapes.items()}
     out.mkdir(parents=True, exist_ok=True)
     items, rows, series = [], [], {}
     for name in concepts:

@@ -63,17 +63,15 @@ def parse_concepts(specs) -> dict:
 
 
 def parse_layers(text: str, model) -> list[str]:
-    """L1,L2 -> layer names, each checked against the model (unknown: one line with close matches)."""
-    from ..capture import list_layers
-    from ..errors import close_matches
+    """L1,L2 -> layer names, each checked against the model (unknown: one line with close matches;
+    no forward pass needed)."""
+    from ..hooks import resolve
 
     layers = [t.strip() for t in str(text).split(",") if t.strip()]
     if not layers:
         raise UserError("--layers needs at least one layer")
-    known = {info.name: info for info in list_layers(model)}
     for layer in layers:
-        if layer not in known:
-            raise UserError(f"unknown layer {layer!r}{close_matches(layer, known)}")
+        resolve(model, layer)
     return list(dict.fromkeys(layers))
 
 
@@ -230,10 +228,8 @@ def run(args) -> int:
                relative=args.relative, alpha=args.alpha, seed=args.seed, test_fraction=args.test_fraction,
                cache_dir=cache, batch_size=args.batch_size, progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
-    from ..capture import list_layers
-
-    channels = {info.name: info.channels for info in list_layers(model)}
-    cav_files, bases = {}, {}
+    channels = {layer: shape[0] for layer, shape in res.shapes.items()}
+    cav_files = {}
     for s in res.scores:
         key = (s.concept, s.layer)
         if key not in cav_files:

@@ -75,11 +75,11 @@ def fit_direction(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0):
     if method == "logistic":
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(C=1.0, max_iter=1000, tol=1e-6)
+        clf = LogisticRegression(C=1.0, max_iter=1000)
     else:
         from sklearn.svm import LinearSVC
 
-        clf = LinearSVC(C=1.0, max_iter=10000, tol=1e-6, random_state=int(seed) % (2**32))
+        clf = LinearSVC(C=1.0, max_iter=10000, random_state=int(seed) % (2**32))
     clf.fit(x, y)
     return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
 

@@ -121,6 +121,7 @@ class LayerVectors(Reducer):
         self.rows: dict = {layer: [] for layer in self.layers}
         self.index: list[int] = []
         self.vectors: dict = {}
+        self.shapes: dict = {}   # layer -> activation shape without the batch (C[, H, W])
         self.info = None   # the stream's PassInfo (what was computed, what came from the cache)
 
     def key(self):
@@ -128,7 +129,11 @@ class LayerVectors(Reducer):
 
     def update(self, batch: Batch) -> None:
         for layer in self.layers:
-            self.rows[layer].append(vectors(batch.acts[layer].detach().float(), self.representation).cpu())
+            a = batch.acts[layer]
+            if not isinstance(a, torch.Tensor) or a.dim() not in (2, 4):
+                raise UserError(f"layer {layer} does not output N x C [x H x W] activations")
+            self.shapes[layer] = tuple(a.shape[1:])
+            self.rows[layer].append(vectors(a.detach().float(), self.representation).cpu())
         self.index += list(batch.indices)
         self.vectors = {}
 
@@ -139,10 +144,12 @@ class LayerVectors(Reducer):
 
     def state(self) -> dict:
         return {**{f"v{i}": self.result()[layer] for i, layer in enumerate(self.layers)},
+                **{f"s{i}": np.array(self.shapes[layer], dtype=np.int64) for i, layer in enumerate(self.layers)},
                 "index": np.array(self.index, dtype=np.int64)}
 
     def load(self, state: dict) -> None:
         self.vectors = {layer: state[f"v{i}"] for i, layer in enumerate(self.layers)}
+        self.shapes = {layer: tuple(int(v) for v in state[f"s{i}"]) for i, layer in enumerate(self.layers)}
         self.index = [int(i) for i in state["index"]]
 
 
@@ -210,22 +217,24 @@ class ClassGradients(Reducer):
 
 def layer_vectors(model, paths: Sequence, layers: Sequence[str], representation: str = "pooled", *,
                   cache_dir: Optional[str | os.PathLike] = None, batch_size: int = 16, progress: bool = False,
-                  desc: str = "concept activations") -> LayerVectors:
-    """One streaming pass (cached) over `paths`: each layer's vectors per readable image."""
+                  desc: str = "concept activations", fast: bool = False) -> LayerVectors:
+    """One streaming pass (cached) over `paths`: each layer's vectors per readable image.
+    fast: run on the batch-norm-folded inference copy (its checked forwards cost more than
+    they save on concept folders of a few dozen images)."""
     r = LayerVectors(layers, representation)
     r.info = stream(model, list(paths), [r], batch_size=batch_size, cache_dir=cache_dir, progress=progress,
-                    desc=desc)
+                    desc=desc, fast=fast)
     return r
 
 
 def class_gradients(model, paths: Sequence, layers: Sequence[str], classes: Sequence[int],
                     representation: str = "pooled", *, cache_dir=None, batch_size: int = 16,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, fast: bool = False) -> dict:
     """{class: ClassGradients} from one streaming pass (forward once, one backward per class);
     classes already in the cache are not recomputed."""
     reducers = {int(c): ClassGradients(layers, int(c), representation) for c in dict.fromkeys(classes)}
     info = stream(model, list(paths), list(reducers.values()), batch_size=batch_size, cache_dir=cache_dir,
-                  progress=progress, desc="class gradients")
+                  progress=progress, desc="class gradients", fast=fast)
     for r in reducers.values():
         r.info = info
     return reducers

@@ -48,8 +48,10 @@ def _paint(mask: np.ndarray, rng) -> np.ndarray:
 
 
 def _stripes(angle: float) -> Callable:
+    """Stripes whose lines run at `angle` degrees (0: horizontal, 90: vertical; counter-clockwise
+    on screen, where y points down)."""
     def draw(rng, size):
-        u, _ = _grid(size, angle + rng.uniform(-6, 6))
+        _, u = _grid(size, -angle + rng.uniform(-6, 6))
         period = rng.uniform(size / 14, size / 6)
         return _paint((np.sin(2 * np.pi * (u / period + rng.uniform())) > 0).astype(np.float64), rng)
     return draw

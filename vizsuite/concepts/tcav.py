@@ -90,6 +90,7 @@ class TCAVResult:
     seconds: float = 0.0
     random_accuracy: dict = field(default_factory=dict)   # layer -> mean accuracy of random-vs-random CAVs
     passes: list = field(default_factory=list)            # stream.PassInfo of every activation pass
+    shapes: dict = field(default_factory=dict)            # layer -> activation shape (C[, H, W])
 
     def get(self, concept: str, layer: str, target: int) -> TCAVScore:
         for s in self.scores:
@@ -147,7 +148,7 @@ def _target_images(images) -> dict:
 def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mapping, *, runs: Optional[int] = 10,
          method: str = "logistic", representation: str = "pooled", relative: bool = False, alpha: float = 0.05,
          seed: int = 0, test_fraction: float = 0.25, cache_dir=None, batch_size: int = 16,
-         progress: bool = False) -> TCAVResult:
+         progress: bool = False, fast: bool = False) -> TCAVResult:
     """TCAV scores with significance for every concept x layer x class (see the module doc).
 
     concepts: NAME -> folder | paths | Concept. random: folders (several: the sets themselves;
@@ -184,7 +185,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
     # activations: one cached pass per image set (random subsets of a pool read the pool once)
     def acts(paths, desc):
         return layer_vectors(model, paths, layers, representation, cache_dir=cache_dir, batch_size=batch_size,
-                             progress=progress, desc=desc)
+                             progress=progress, desc=desc, fast=fast)
 
     cvec, passes = {}, []
     for name, c in concepts.items():
@@ -194,6 +195,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
     pool = sorted({str(p) for r in rsets for p in r.paths})
     lv = acts(pool, "random images")
     passes.append(lv.info)
+    shapes = dict(lv.shapes)
     where = {p: i for i, p in enumerate(pool[j] for j in lv.index)}
     rvec = []
     for r in rsets:
@@ -208,7 +210,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
     target_paths: dict = {}
     for paths, classes in by_paths.items():
         red = class_gradients(model, list(paths), layers, classes, representation, cache_dir=cache_dir,
-                              batch_size=batch_size, progress=progress)
+                              batch_size=batch_size, progress=progress, fast=fast)
         passes.append(next(iter(red.values())).info)
         for cls, r in red.items():
             grads[cls] = r
@@ -252,7 +254,8 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
         corrected = min(1.0, p["p_raw"] * tested)
         out.append(TCAVScore(p_value=corrected, significant=bool(corrected < alpha), **p))
     return TCAVResult(out, layers, list(targets), target_paths, concepts, rsets, method, representation, alpha,
-                      tested, int(seed), time.perf_counter() - start, random_accuracy, passes)
+                      tested, int(seed), time.perf_counter() - start, random_accuracy, passes,
+                      shapes)
 
 
 def _relative(a: np.ndarray, b: np.ndarray, runs: int, method: str, seeds, test_fraction: float) -> list[CAV]:
