@@ -216,8 +216,7 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
             grads[cls] = r
             target_paths[cls] = [paths[i] for i in r.index]
 
-    g = torch.Generator().manual_seed(int(seed))
-    seeds = torch.randint(0, 2**31 - 1, (4 * (n_runs + 1),), generator=g).tolist()
+    seeds = run_seeds(seed, n_runs)
     random_accuracy = {}
     pending = []
     for layer in layers:
@@ -256,6 +255,13 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
     return TCAVResult(out, layers, list(targets), target_paths, concepts, rsets, method, representation, alpha,
                       tested, int(seed), time.perf_counter() - start, random_accuracy, passes,
                       shapes)
+
+
+def run_seeds(seed: int, runs: int) -> list[int]:
+    """The split seeds of each run: run i's concept CAVs and its null CAV use seeds[i]; relative
+    CAVs draw their subsets from seeds[runs + 1 + i]."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randint(0, 2**31 - 1, (4 * (runs + 1),), generator=g).tolist()
 
 
 def _relative(a: np.ndarray, b: np.ndarray, runs: int, method: str, seeds, test_fraction: float) -> list[CAV]:
