@@ -45,6 +45,11 @@ SLOW = {
     "--method lrp,ig,gradcam": "integrated gradients at 256 steps: over 30 s",
     "vizsuite dictionary": "trains two dictionaries (--stability): over 30 s",
     "--basis sae=dict/sae": "needs the dictionary the README's previous command trains",
+    "vizsuite probe efficientnet_lite0": "needs the concept folders the README's previous command writes "
+                                         "(about 60 s on 2 loaded cores; the CLI is tested in test_concepts.py)",
+    "vizsuite tcav efficientnet_lite0": "needs the concept folders the README's previous command writes "
+                                        "(about 70 s on 2 loaded cores; the CLI is tested in test_concepts.py)",
+    "--basis stripes=out/tcav": "needs the CAV the README's previous command writes",
 }
 
 
