@@ -24,7 +24,8 @@ METHODS = ("logistic", "svm", "mean")
 @dataclass
 class CAV:
     """A concept direction in one layer's representation: unit-norm `vector` (D,) pointing
-    towards the positive set, the probe's held-out `accuracy`, the method and the set sizes."""
+    towards the positive set, the probe's held-out `accuracy` (balanced: the mean of the
+    accuracies on the two held-out sets; chance 0.5), the method and the set sizes."""
 
     vector: np.ndarray
     accuracy: float
@@ -102,8 +103,8 @@ def train_cav(positive: np.ndarray, negative: np.ndarray, method: str = "logisti
         x = np.concatenate([positive[ptr], negative[ntr]])
         y = np.concatenate([np.ones(len(ptr), np.int64), np.zeros(len(ntr), np.int64)])
         w, b = fit_direction(x, y, method, seed)
-    right = int((positive[pte] @ w + b > 0).sum()) + int((negative[nte] @ w + b <= 0).sum())
-    accuracy = right / (len(pte) + len(nte))
+    # balanced: the mean of the two sets' accuracies, so chance is 0.5 however unequal the sets
+    accuracy = 0.5 * (float((positive[pte] @ w + b > 0).mean()) + float((negative[nte] @ w + b <= 0).mean()))
     norm = float(np.linalg.norm(w))
     vector = w / norm if norm > 0 else w
     return CAV(vector, accuracy, method, len(ptr) + len(ntr), len(pte) + len(nte))
