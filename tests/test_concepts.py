@@ -271,3 +271,34 @@ def test_concepts_make_seeded(tmp_path):
         for f in sorted((tmp_path / "a" / name).glob("*.png")):
             assert f.read_bytes() == (tmp_path / "b" / name / f.name).read_bytes()
     assert not list((tmp_path / "a").glob(".*"))   # no staging folder left
+
+
+def test_spatial_concept_reads_inside_the_mask(model, folders, tmp_path):
+    """Image + mask pairs: the concept (the planted colour) covers the top-left quadrant only;
+    the pooled vector is the layer's mean inside the mask, exactly W x the mean pixel there."""
+    from PIL import Image
+
+    from vizsuite.concepts import concept_from_folder
+
+    rng = np.random.default_rng(5)
+    d = tmp_path / "spatial"
+    d.mkdir()
+    pixels = []
+    for i in range(8):
+        img = rng.uniform(0, 0.5, (16, 16, 3)).astype(np.float32)
+        img[:8, :8] += cm.CONCEPT_RGB
+        q = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+        Image.fromarray(q).save(d / f"s{i}.png")
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:8, :8] = 255
+        Image.fromarray(mask).save(d / f"s{i}_mask.png")
+        pixels.append(q[:8, :8].reshape(-1, 3).astype(np.float64).mean(0) / 255)
+    c = concept_from_folder("corner", d)
+    assert len(c) == 8 and all(m is not None for m in c.masks)
+    vec = layer_vectors(model, c.paths, ["mid"], masks=c.masks).result()["mid"]
+    expected = np.stack(pixels) @ cm.weights().double().numpy().T
+    np.testing.assert_allclose(vec, expected, atol=1e-5)
+    res = tcav(model, ["mid"], {"corner": c}, [folders["pool"]], {0: folders["targets"], 1: folders["targets"]},
+               runs=10)
+    assert res.get("corner", "mid", 0).score == 1.0 and res.get("corner", "mid", 0).significant
+    assert cosine(res.get("corner", "mid", 0).cav, cm.planted().numpy()) > 0.99

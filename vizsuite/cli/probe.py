@@ -57,7 +57,8 @@ def run(args) -> int:
     out = Path(args.output)
     cache = Path(args.cache) if args.cache else out / ".cache"
     passes = {name: layer_vectors(model, c.paths, layers, args.representation, cache_dir=cache,
-                                  batch_size=args.batch_size, progress=not args.quiet, desc=f"concept {name}")
+                                  batch_size=args.batch_size, progress=not args.quiet, desc=f"concept {name}",
+                                  masks=c.masks)
               for name, c in concepts.items()}
     vec = {name: lv.result() for name, lv in passes.items()}
     neg = (layer_vectors(model, sorted(set(negatives)), layers, args.representation, cache_dir=cache,

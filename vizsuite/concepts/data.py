@@ -49,30 +49,53 @@ def sensitivity_vectors(grad: torch.Tensor, representation: str) -> torch.Tensor
     return grad.flatten(2).sum(2)
 
 
+MASK_SUFFIX = "_mask"
+
+
 @dataclass
 class Concept:
-    """A named set of example images (a folder, or a subset of one)."""
+    """A named set of example images (a folder, or a subset of one). `masks`: for a spatial
+    concept, one mask file per image (None: the whole image), where the concept is."""
 
     name: str
     paths: list
     folder: Optional[str] = None
+    masks: Optional[list] = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
 
 def concept_from_folder(name: str, folder) -> Concept:
-    """A concept from a folder of images; UserError when it is missing or empty."""
+    """A concept from a folder of images; UserError when it is missing or empty. Image + mask
+    pairs (`NAME.png` and `NAME_mask.png`, white where the concept is) make a spatial concept:
+    its activations are read inside the mask only."""
     from ..images import find_images
 
     d = Path(folder)
     if not d.is_dir():
         raise UserError(f"concept {name!r}: folder {folder} not found")
     try:
-        paths = find_images(d)
+        found = find_images(d)
     except UserError:
         raise UserError(f"concept {name!r}: no images in {folder}") from None
-    return Concept(name, paths, str(d))
+    masks = {p.with_name(p.stem[:-len(MASK_SUFFIX)]): p for p in found if p.stem.endswith(MASK_SUFFIX)}
+    paths = [p for p in found if not p.stem.endswith(MASK_SUFFIX)]
+    if not paths:
+        raise UserError(f"concept {name!r}: no images in {folder} (only masks)")
+    if not masks:
+        return Concept(name, paths, str(d))
+    return Concept(name, paths, str(d), [masks.get(p.with_suffix("")) for p in paths])
+
+
+def mask_weights(mask_path, size: int, crop_pct: float, hw: tuple) -> torch.Tensor:
+    """A mask file as the model sees its image (resized and centre-cropped the same way), averaged
+    down to the layer's H x W: the fraction of each position's area inside the mask."""
+    from ..images import load_image, resize_center_crop
+
+    m = resize_center_crop(load_image(mask_path).convert("L").convert("RGB"), size, crop_pct)
+    t = torch.from_numpy(np.asarray(m, dtype=np.float32)[..., 0] / 255.0)[None, None]
+    return torch.nn.functional.adaptive_avg_pool2d(t, hw)[0, 0]
 
 
 def random_sets(folders: Sequence, runs: Optional[int], size: int, seed: int = 0) -> list[Concept]:
@@ -113,11 +136,16 @@ def random_sets(folders: Sequence, runs: Optional[int], size: int, seed: int = 0
 
 class LayerVectors(Reducer):
     """Per image, each layer's activation as one vector (pooled or flat), float32, image order.
-    `vectors[layer]` is N x D (N: readable images; `indices` their positions in the list)."""
+    `vectors[layer]` is N x D (N: readable images; `indices` their positions in the list).
+    masks: one mask file (or None) per image of the list: pooled vectors are then the mean over
+    the mask's positions (weighted by how much of each lies inside), flat ones are zero outside."""
 
-    def __init__(self, layers: Sequence[str], representation: str = "pooled"):
+    def __init__(self, layers: Sequence[str], representation: str = "pooled", masks: Optional[Sequence] = None,
+                 size: int = 0, crop_pct: float = 1.0):
         self.layers = tuple(layers)
         self.representation = check_representation(representation)
+        self.masks = None if masks is None else [None if m is None else str(m) for m in masks]
+        self.size, self.crop_pct = int(size), float(crop_pct)
         self.rows: dict = {layer: [] for layer in self.layers}
         self.index: list[int] = []
         self.vectors: dict = {}
@@ -125,7 +153,11 @@ class LayerVectors(Reducer):
         self.info = None   # the stream's PassInfo (what was computed, what came from the cache)
 
     def key(self):
-        return {"layers": list(self.layers), "representation": self.representation}
+        from ..hashing import image_list_signature
+
+        masks = None if self.masks is None else image_list_signature([m for m in self.masks if m])
+        return {"layers": list(self.layers), "representation": self.representation, "masks": masks,
+                "which": None if self.masks is None else [m is not None for m in self.masks]}
 
     def update(self, batch: Batch) -> None:
         for layer in self.layers:
@@ -133,9 +165,27 @@ class LayerVectors(Reducer):
             if not isinstance(a, torch.Tensor) or a.dim() not in (2, 4):
                 raise UserError(f"layer {layer} does not output N x C [x H x W] activations")
             self.shapes[layer] = tuple(a.shape[1:])
-            self.rows[layer].append(vectors(a.detach().float(), self.representation).cpu())
+            a = a.detach().float()
+            if self.masks is not None and a.dim() == 4:
+                self.rows[layer].append(self._masked(a, batch.indices).cpu())
+            else:
+                self.rows[layer].append(vectors(a, self.representation).cpu())
         self.index += list(batch.indices)
         self.vectors = {}
+
+    def _masked(self, a: torch.Tensor, indices) -> torch.Tensor:
+        w = torch.ones(a.shape[0], *a.shape[2:])
+        for row, i in enumerate(indices):
+            if self.masks[i] is not None:
+                w[row] = mask_weights(self.masks[i], self.size, self.crop_pct, tuple(a.shape[2:]))
+        w = w.to(a.device)[:, None]
+        if self.representation == "flat":
+            return (a * w).flatten(1)
+        total = w.flatten(2).sum(2)
+        if bool((total <= 0).any()):
+            bad = [self.masks[i] for row, i in enumerate(indices) if float(total[row]) <= 0]
+            raise UserError(f"mask {bad[0]} is empty (no white pixels)")
+        return (a * w).flatten(2).sum(2) / total
 
     def result(self) -> dict:
         if not self.vectors:
@@ -217,11 +267,12 @@ class ClassGradients(Reducer):
 
 def layer_vectors(model, paths: Sequence, layers: Sequence[str], representation: str = "pooled", *,
                   cache_dir: Optional[str | os.PathLike] = None, batch_size: int = 16, progress: bool = False,
-                  desc: str = "concept activations", fast: bool = False) -> LayerVectors:
-    """One streaming pass (cached) over `paths`: each layer's vectors per readable image.
-    fast: run on the batch-norm-folded inference copy (its checked forwards cost more than
-    they save on concept folders of a few dozen images)."""
-    r = LayerVectors(layers, representation)
+                  desc: str = "concept activations", fast: bool = False,
+                  masks: Optional[Sequence] = None) -> LayerVectors:
+    """One streaming pass (cached) over `paths`: each layer's vectors per readable image
+    (inside each image's mask, with `masks`). fast: run on the batch-norm-folded inference copy
+    (its checked forwards cost more than they save on concept folders of a few dozen images)."""
+    r = LayerVectors(layers, representation, masks, model.input_size, model.spec.crop_pct)
     r.info = stream(model, list(paths), [r], batch_size=batch_size, cache_dir=cache_dir, progress=progress,
                     desc=desc, fast=fast)
     return r

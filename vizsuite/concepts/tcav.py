@@ -183,13 +183,13 @@ def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mappin
     n_runs = len(rsets)
 
     # activations: one cached pass per image set (random subsets of a pool read the pool once)
-    def acts(paths, desc):
+    def acts(paths, desc, masks=None):
         return layer_vectors(model, paths, layers, representation, cache_dir=cache_dir, batch_size=batch_size,
-                             progress=progress, desc=desc, fast=fast)
+                             progress=progress, desc=desc, fast=fast, masks=masks)
 
     cvec, passes = {}, []
     for name, c in concepts.items():
-        lv = acts(c.paths, f"concept {name}")
+        lv = acts(c.paths, f"concept {name}", c.masks)
         cvec[name] = lv.result()
         passes.append(lv.info)
     pool = sorted({str(p) for r in rsets for p in r.paths})
