@@ -94,7 +94,7 @@ def test_probe_accuracy_and_basis(model, folders, tmp_path):
 
 
 def test_flat_representation_matches_pooled_ground_truth(model, folders):
-    res = _run(model, folders, representation="flat", runs=6)
+    res = _run(model, folders, representation="flat", runs=6, method="mean")
     assert res.get("red", "mid", 0).score == 1.0 and res.get("red", "mid", 1).score == 0.0
     assert res.get("red", "mid", 0).cav.shape == (cm.C * 16 * 16,)
 
