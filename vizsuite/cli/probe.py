@@ -38,9 +38,7 @@ def run(args) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise UserError(f"unknown --methods {','.join(bad) or args.methods!r} (choose from {', '.join(METHODS)})")
-    if args.method not in methods:
-        methods = [args.method] + methods
-    methods = [args.method] + [m for m in methods if m != args.method]
+    methods = [args.method] + [m for m in methods if m != args.method]   # row 0 of each basis: --method
     concepts = parse_concepts(args.concept)
     check_sizes(concepts, args.test_fraction)
     negatives = []
@@ -51,7 +49,9 @@ def run(args) -> int:
     if not negatives and len(concepts) < 2:
         raise UserError("give --random DIR, or at least two concepts (each is probed against the others)")
     if negatives:
-        check_sizes({"random": type(next(iter(concepts.values())))("random", negatives)}, args.test_fraction)
+        from ..concepts import Concept
+
+        check_sizes({"random": Concept("random", negatives)}, args.test_fraction)
     model = model_from_args(args)
     layers = parse_layers(args.layers, model)
     out = Path(args.output)

@@ -76,7 +76,7 @@ def parse_layers(text: str, model) -> list[str]:
 
 
 def check_common(args) -> None:
-    from ..concepts import METHODS, REPRESENTATIONS, min_examples
+    from ..concepts import METHODS, REPRESENTATIONS
 
     if args.method not in METHODS:
         raise UserError(f"unknown --method {args.method!r} (choose {', '.join(METHODS)})")
@@ -87,7 +87,6 @@ def check_common(args) -> None:
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     check_seed(args.seed)
-    min_examples(args.test_fraction)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
