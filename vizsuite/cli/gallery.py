@@ -15,7 +15,7 @@ from .common import (add_executor_args, add_model_args, add_quiet, check_output,
                      model_from_args)
 
 SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
-             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out"}
+             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out", "ablation"}
 
 
 def register(sub) -> None:
@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
     p.add_argument("--circuit", action="append", metavar="LAYER:UNIT", default=None,
                    help="also draw this unit's circuit over two earlier layers (repeatable)")
+    p.add_argument("--ablation", choices=("mean", "zero", "none"), default=None,
+                   help="how neuron pages measure what a unit does and uses, with --images (default mean: "
+                        "the unit set to its mean over the images; none: skip)")
     add_executor_args(p)
     add_quiet(p)
     p.set_defaults(func=run)
@@ -91,6 +94,7 @@ SPEC_TYPES = {
     "images": (lambda v: isinstance(v, str), "a path (string)"),
     "circuits": (lambda v: _is_str_list(v), 'a list of "LAYER:UNIT" strings'),
     "out": (lambda v: isinstance(v, str), "a path (string)"),
+    "ablation": (lambda v: v in ("mean", "zero", "none"), '"mean", "zero" or "none"'),
     **{k: (_is_int, "an integer") for k in ("steps", "size", "diversity", "k", "fan", "seed", "jobs")},
 }
 
@@ -192,7 +196,8 @@ def run(args) -> int:
     cfg = GalleryConfig(layers=layers, units=units, images=args.images,
                         k=args.k or 6, fan=args.fan or 4,
                         diversity=4 if args.diversity is None else args.diversity,
-                        seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers)
+                        seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers,
+                        ablation=args.ablation or "mean")
     report = build_gallery(model, args.out, cfg, progress=not args.quiet, **executor_options(args, model))
     print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
     return 0

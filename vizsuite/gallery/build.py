@@ -9,7 +9,9 @@ they finish, through `run_tasks(expand=...)`). Kinds used (registered in `vizsui
 - `dataset_examples`: one streaming pass per layer over the image folder;
 - `unit_circuits` (batched by layer): expanded weights to the previous / next gallery layer,
   heatmaps, and the classes the unit supports;
-- `circuit_graph`: a `--circuit` unit with its strongest inputs over two earlier layers.
+- `circuit_graph`: a `--circuit` unit with its strongest inputs over two earlier layers;
+- `unit_effects` (batched by layer; with an image folder): what the unit does (classes whose
+  probability drops / rises when it is ablated) and its measured input edges over its examples.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..images import find_images
 from ..tasks import BuildReport, Task, make_task, model_fingerprint, run_tasks
 from . import pages as P
 from ..analysis.examples import dataset_task_params
+from ..tasks.effects import outputs_note
 from ..tasks.renders import recipe_with_defaults, unit_render_task
 
 
@@ -45,6 +48,7 @@ class GalleryConfig:
     recipe: dict = field(default_factory=dict)
     circuits: list[tuple[str, int]] = field(default_factory=list)  # extra circuit pages
     circuit_layers: dict[str, list[str]] = field(default_factory=dict)  # unit layer -> 2 earlier layers
+    ablation: str = "mean"  # how causal evidence ablates a unit: mean | zero | none (skip it)
 
 
 # ------------------------------------------------------------------------------ plan
@@ -107,6 +111,8 @@ def validate_config(model, cfg: GalleryConfig) -> list:
         find_images(cfg.images)
     if cfg.diversity < 0 or cfg.k < 1 or cfg.fan < 1:
         raise UserError("--diversity must be >= 0, -k and --fan >= 1")
+    if cfg.ablation not in ("mean", "zero", "none"):
+        raise UserError(f"ablation must be mean, zero or none, not {cfg.ablation!r}")
     return info
 
 
@@ -125,7 +131,7 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
         model, layer, cfg.images, k=cfg.k, units=cfg.units[layer]).items() if k != "model"})
         for layer in layers} if cfg.images else {}
     dream = {layer: plan.render(layer, -1, "deepdream") for layer in layers}
-    renders, circuits = {}, {}
+    renders, circuits, effects = {}, {}, {}
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
             renders[(layer, u)] = {"main": plan.render(layer, u, "channel"),
@@ -134,7 +140,16 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
             circuits[(layer, u)] = plan.add("unit_circuits", layer=layer, unit=int(u), fan=cfg.fan,
                                             prev=layers[li - 1] if li > 0 else None,
                                             next=layers[li + 1] if li + 1 < len(layers) else None,
-                                            top_classes=cfg.top_classes, images_dir=images_dir)
+                                            top_classes=cfg.top_classes, images_dir=images_dir,
+                                            input_weights=True)
+            if images_dir and cfg.ablation != "none":
+                prev = layers[li - 1] if li > 0 else None
+                effects[(layer, u)] = make_task(
+                    "unit_effects", inputs={"examples": dataset[layer], "circuits": circuits[(layer, u)]},
+                    model=plan.fp, layer=layer, unit=int(u), prev=prev, fan=cfg.fan, top_classes=cfg.top_classes,
+                    images_dir=images_dir, images_signature=dataset[layer].params["images_signature"],
+                    mode=cfg.ablation)
+                plan.tasks.append(effects[(layer, u)])
     graphs = {(layer, u): plan.add("circuit_graph", layer=layer, unit=int(u), fan=cfg.fan,
                                    layers=cfg.circuit_layers[layer] + [layer]) for layer, u in cfg.circuits}
     graph_keys = {t.key for t in graphs.values()}
@@ -167,14 +182,21 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
                                        deepdream=_publish(site, report, dream[layer], "image.png")))
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
-            data.neurons.append(_neuron_page(site, report, layers, li, u, renders[(layer, u)],
-                                             circuits[(layer, u)], dataset.get(layer), thumb))
+            page = _neuron_page(site, report, layers, li, u, renders[(layer, u)], circuits[(layer, u)],
+                                dataset.get(layer), thumb)
+            fx = report.results[effects[(layer, u)].key].value if (layer, u) in effects else None
+            if fx is not None:
+                page.effects = _effects(fx, layers[li - 1] if li > 0 else None, thumb)
+                if fx.weights_note:  # the weight view is not meaningful here: say so, don't show it
+                    page.inputs = []
+            if page.outputs:
+                page.outputs_note = outputs_note(layer, layers[li + 1], [r.weight for r in page.outputs])
+                if page.outputs_note:
+                    page.outputs = []
+            data.neurons.append(page)
             c = report.results[circuits[(layer, u)].key].value
             if li > 0 and (layer, u) not in graphs:  # a one-level circuit page from the same data
-                levels = [[P.CircuitNode(layer, u, thumb(layer, u))],
-                          [P.CircuitNode(layers[li - 1], r.unit, thumb(layers[li - 1], r.unit)) for r in c.inputs]]
-                edges = [P.CircuitEdge((layers[li - 1], r.unit), (layer, u), r.weight) for r in c.inputs]
-                data.circuits.append(P.CircuitPage(layer, u, levels, edges))
+                data.circuits.append(_one_level_circuit(layers[li - 1], layer, u, c, page.effects, thumb))
     for (layer, u), task in graphs.items():
         g = report.results[task.key].value
         levels = [[P.CircuitNode(l, x, thumb(l, x)) for l, x in level] for level in g.levels]
@@ -184,6 +206,29 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
 
     write_site(data, site, command=command)
     return report
+
+
+def _effects(fx, prev, thumb) -> P.Effects:
+    return P.Effects(fx.mode, fx.images, list(fx.drops), list(fx.rises),
+                     [P.MeasuredInput(prev, r.unit, r.effect, None if fx.weights_note else r.weight,
+                                      thumb(prev, r.unit)) for r in fx.inputs],
+                     fx.examples, fx.weights_agreement, fx.weights_note)
+
+
+def _one_level_circuit(prev: str, layer: str, u: int, c, effects: Optional[P.Effects], thumb) -> P.CircuitPage:
+    """A unit and its strongest inputs: measured edges when the build measured them (exact
+    ablation effects over the unit's top examples), else expanded weights."""
+    if effects is not None and effects.inputs:
+        rows = [(r.unit, -r.effect) for r in effects.inputs]  # contribution: intact minus ablated
+        measure = "ablation"
+        note = effects.weights_note or (f"Expanded weights agree with these measurements (Spearman "
+                                        f"{effects.weights_agreement:.2f} over all input channels)."
+                                        if effects.weights_agreement is not None else "")
+    else:
+        rows, measure, note = [(r.unit, r.weight) for r in c.inputs], "expanded weight", ""
+    levels = [[P.CircuitNode(layer, u, thumb(layer, u))], [P.CircuitNode(prev, x, thumb(prev, x)) for x, _ in rows]]
+    edges = [P.CircuitEdge((prev, x), (layer, u), w) for x, w in rows]
+    return P.CircuitPage(layer, u, levels, edges, measure, note)
 
 
 def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thumb) -> P.NeuronPage:

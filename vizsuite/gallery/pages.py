@@ -85,6 +85,34 @@ class Connection:
 
 
 @dataclass
+class MeasuredInput:
+    """An input unit whose ablation changes the page's unit by `effect` (exact, mean over the
+    unit's top dataset examples); `weight`: its expanded weight (None when not shown)."""
+
+    layer: str
+    unit: int
+    effect: float
+    weight: Optional[float] = None
+    thumb: Optional[Img] = None
+
+
+@dataclass
+class Effects:
+    """What a unit does (classes whose probability drops / rises when it is ablated over the
+    gallery's images) and what it uses (measured inputs); `weights_note` says why the weight
+    view is hidden (empty: shown)."""
+
+    mode: str
+    images: int
+    drops: list[ClassScore] = field(default_factory=list)
+    rises: list[ClassScore] = field(default_factory=list)
+    inputs: list[MeasuredInput] = field(default_factory=list)
+    examples: int = 0
+    weights_agreement: Optional[float] = None
+    weights_note: str = ""
+
+
+@dataclass
 class NeuronPage:
     layer: str
     unit: int
@@ -96,6 +124,8 @@ class NeuronPage:
     classes: list[ClassScore] = field(default_factory=list)
     inputs: list[Connection] = field(default_factory=list)
     outputs: list[Connection] = field(default_factory=list)
+    effects: Optional[Effects] = None
+    outputs_note: str = ""  # why the expanded weights to the next layer are hidden ('' = shown)
     note: str = ""
 
 
@@ -108,7 +138,8 @@ class CircuitNode:
 
 @dataclass
 class CircuitEdge:
-    """src feeds dst (src in an earlier layer) with expanded weight `weight`."""
+    """src feeds dst (src in an earlier layer) with `weight`: an expanded weight, or (pages
+    whose `measure` is "ablation") the measured change of dst when src is ablated."""
 
     src: tuple[str, int]
     dst: tuple[str, int]
@@ -123,6 +154,8 @@ class CircuitPage:
     unit: int
     levels: list[list[CircuitNode]] = field(default_factory=list)
     edges: list[CircuitEdge] = field(default_factory=list)
+    measure: str = "expanded weight"  # or "ablation": edges are measured contributions (intact - ablated)
+    note: str = ""
 
 
 @dataclass

@@ -48,6 +48,39 @@ class UnitCircuits:
     inputs: list[Connection] = field(default_factory=list)
     outputs: list[Connection] = field(default_factory=list)
     classes: list[ClassScore] = field(default_factory=list)
+    #: signed expanded weight of every channel of the previous layer (compared with measured effects)
+    input_weights: list[float] = field(default_factory=list)
+
+
+@dataclass
+class InputEffect:
+    """A measured edge: ablating input channel `unit` changes the page's unit by `effect` (mean
+    over the unit's top dataset examples, exact); `weight`: its expanded weight, when known."""
+
+    unit: int
+    effect: float
+    weight: Optional[float] = None
+
+
+@dataclass
+class UnitEffects:
+    """`unit_effects`: what a unit does and what it uses, measured by ablation.
+
+    drops / rises: the classes whose probability falls / rises most (mean change over the
+    gallery's images) when the unit is ablated; inputs: the previous layer's channels whose
+    ablation changes the unit most over its top examples; weights_agreement: Spearman
+    correlation over all input channels of expanded weights and measured effects;
+    weights_note: why the weight view is not shown (empty: it is meaningful)."""
+
+    mode: str
+    images: int
+    drops: list[ClassScore] = field(default_factory=list)
+    rises: list[ClassScore] = field(default_factory=list)
+    inputs: list[InputEffect] = field(default_factory=list)
+    examples: int = 0
+    weights_agreement: Optional[float] = None
+    weights_max: Optional[float] = None
+    weights_note: str = ""
 
 
 @dataclass
