@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .core import register_task
-from .results import ClassScore, InputEffect, UnitEffects
+from .core import Task, make_task, register_task
+from .results import AblationChunk, ClassScore, InputEffect, UnitEffects
 
 #: below this Spearman correlation with the measured effects, expanded weights are not shown
 WEIGHTS_AGREEMENT_MIN = 0.3
@@ -91,3 +91,74 @@ def outputs_note(layer: str, nxt: str, weights) -> str:
         return ""
     return (f"Expanded weights to {nxt} are not shown: treating the nonlinearities between {layer} and {nxt} "
             f"as identity gives weights up to {wmax:.3g}, far beyond any real gain between these layers.")
+
+
+# ---------------------------------------------------------------- ablation sweeps as tasks
+
+#: units per `ablation_chunk` task (a sweep over a layer's channels splits into such tasks)
+UNITS_PER_TASK = 32
+
+
+def ablation_tasks(model, units, images_dir: str, target, *, mode: str, reference=None, batch_size: int = 8,
+                   chunk=None, seed: int = 0, units_per_task: int = UNITS_PER_TASK) -> list[Task]:
+    """The `ablation_chunk` tasks of one sweep (units of one layer, any basis; target: a
+    interventions Target): results are the same whichever executor runs them, and a rerun reuses
+    finished chunks."""
+    from ..hashing import image_list_signature, model_fingerprint
+    from ..images import find_images
+
+    images_dir = str(Path(images_dir).resolve())
+    common = dict(model=model_fingerprint(model), images_dir=images_dir,
+                  images_signature=image_list_signature(find_images(images_dir)), target=target.as_dict(),
+                  mode=mode, batch_size=int(batch_size), chunk=None if chunk is None else int(chunk), seed=int(seed))
+    if reference is not None:
+        ref = str(Path(reference).resolve())
+        common.update(reference=ref, reference_signature=image_list_signature(find_images(ref)))
+    units = list(units)
+    return [make_task("ablation_chunk", units=[u.to_json() for u in units[i:i + units_per_task]], **common)
+            for i in range(0, len(units), max(1, int(units_per_task)))]
+
+
+def target_from_json(data: dict, model=None):
+    """The interventions Target that `Target.as_dict()` describes."""
+    from ..interventions import Target, parse_target
+    from ..units import Unit
+
+    if data["kind"] == "unit":
+        return Target("unit", unit=Unit.from_json(data))
+    prob = data.get("quantity") == "probability"
+    return parse_target("top1" if data["kind"] == "top1" else str(data["index"]), model, None, prob)
+
+
+@register_task("ablation_chunk", result=AblationChunk)
+def ablation_chunk(task, ctx) -> AblationChunk:
+    """Exact ablation effects of a chunk of units over an image folder (`interventions.ablation_effects`)."""
+    from ..errors import UserError
+    from ..hashing import image_list_signature
+    from ..images import find_images
+    from ..interventions import ablation_effects
+    from ..units import Unit
+
+    paths = find_images(task["images_dir"])
+    if image_list_signature(paths) != task["images_signature"]:
+        raise UserError(f"images in {task['images_dir']} changed since the sweep was planned; run it again")
+    units = [Unit.from_json(u) for u in task["units"]]
+    fx = ablation_effects(ctx.model, units, paths, target_from_json(task["target"], ctx.model), mode=task["mode"],
+                          reference=task.get("reference"), batch_size=task["batch_size"], chunk=task.get("chunk"),
+                          seed=task["seed"])
+    return AblationChunk(fx.exact.tolist(), fx.estimate_per_image.tolist(), fx.baseline.tolist(),
+                         None if fx.classes is None else [int(c) for c in fx.classes], list(fx.images), fx.seconds)
+
+
+def merge_chunks(units, target, mode: str, chunks: list[AblationChunk]):
+    """One interventions.AblationEffects from a sweep's chunks (in task order)."""
+    import numpy as np
+
+    from ..interventions import AblationEffects
+
+    first = chunks[0]
+    exact = np.concatenate([np.asarray(c.exact, dtype=np.float64) for c in chunks], axis=1)
+    est = np.concatenate([np.asarray(c.estimate, dtype=np.float64) for c in chunks], axis=1)
+    return AblationEffects(list(units), target, mode, exact, est, np.asarray(first.baseline),
+                           None if first.classes is None else np.asarray(first.classes), list(first.images),
+                           sum(c.seconds for c in chunks))

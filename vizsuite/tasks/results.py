@@ -128,3 +128,16 @@ class AtlasLayout:
     grid: list[int]
     channels: int
     skipped: Optional[int] = 0
+
+
+@dataclass
+class AblationChunk:
+    """`ablation_chunk`: exact effects (images x units of the chunk), first-order estimates, the
+    intact target per image, the class read per image (class targets) and the images used."""
+
+    exact: list[list[float]]
+    estimate: list[list[float]]
+    baseline: list[float]
+    classes: Optional[list[int]] = None
+    images: list[str] = field(default_factory=list)
+    seconds: float = 0.0
