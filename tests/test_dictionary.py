@@ -387,3 +387,46 @@ def test_augmented_views_are_seeded_and_multiply_the_training_vectors(planted, p
     assert train["augment"] == 3 and train["vectors_seen"] == 3 * train["images"] * per
     assert_bad_input("dictionary", f"{PLANTED}:spec", "mix", "--images", planted_images, "--features", 8,
                      "--augment", 0, "-o", tmp_path / "bad", contains="--augment")
+
+
+def test_gallery_feature_pages_and_comparison(trained, planted, planted_images, tmp_path):
+    """`vizsuite gallery --basis sae=DIR --layers mix,mix/sae`: feature pages like neuron pages
+    (visualization, examples, what it does, the neurons it is made of = its decoder's largest
+    weights), a feature layer page sorted by measured frequency, neurons linking to the features
+    that use them, the neurons-vs-features comparison; a basis for another layer or model: exit 2."""
+    import re
+
+    from vizsuite.gallery.site import slug
+    from vizsuite.units import load_basis
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted(Path(planted_images).glob("*.png"))[:10]:
+        (images / p.name).write_bytes(p.read_bytes())
+    site = tmp_path / "site"
+    code, out, err = run_cli("gallery", f"{PLANTED}:spec", "--layers", "mix,mix/sae", "--units", "4", "--basis",
+                             f"sae={trained}", "--images", images, "--steps", 2, "--size", 32, "--diversity", 0,
+                             "-k", 3, "-o", site, "--quiet")
+    assert code == 0, err
+    basis = load_basis(trained)
+    fpage = site / "layers" / f"{slug('mix/sae')}.html"
+    text = fpage.read_text()
+    grid = text.split("Neurons vs features")[0]
+    shown = [int(u) for u in re.findall(re.escape(slug("mix/sae")) + r'/(\d+)\.html', grid)]
+    assert len(shown) == 4
+    freqs = [float(x) for x in re.findall(r"· ([0-9.e+-]+) %", grid)]
+    assert freqs == sorted(freqs, reverse=True) and len(freqs) == 4  # sorted by frequency
+    assert "Neurons vs features" in text and "distinct features" in text
+    f = shown[0]
+    page = (site / "neurons" / slug("mix/sae") / f"{f}.html").read_text()
+    assert "Feature visualization" in page and "Most positive" in page and "What this unit does" in page
+    row = torch.stack([basis.direction(i, 24) for i in range(basis.size(24))])[f].double()
+    top = row.abs().argsort(descending=True)[:6].tolist()
+    made = [int(c) for c in re.findall(r"mix:(\d+)", page.split("Neurons it is made of")[1])][:6]
+    assert made == top
+    neuron = (site / "neurons" / "mix" / "0.html").read_text()
+    assert "Dictionary features using this neuron" in neuron
+    assert_bad_input("gallery", f"{PLANTED}:spec", "--layers", "relu/sae", "--basis", f"sae={trained}",
+                     "-o", tmp_path / "bad", contains="made for layer")
+    assert_bad_input("gallery", f"{PLANTED}:spec", "--layers", "mix/nope", "--basis", f"sae={trained}",
+                     "-o", tmp_path / "bad", contains="unknown basis")

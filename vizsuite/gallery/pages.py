@@ -57,11 +57,30 @@ class UnitCard:
 
 
 @dataclass
+class Comparison:
+    """Neurons vs dictionary features of one layer on the same images (docs/units.md): mean
+    entropy (bits) of the predicted classes over each unit's top-k examples (lower: more
+    selective), and the neurons whose top examples split into the most distinct features."""
+
+    layer: str
+    basis: str
+    k: int
+    images: int
+    mean_neuron_entropy: Optional[float]
+    mean_feature_entropy: Optional[float]
+    live_features: int
+    features: int
+    mean_features_per_neuron: Optional[float]
+    most_split: list[tuple[int, int, Optional[float]]] = field(default_factory=list)  # (neuron, features, entropy)
+
+
+@dataclass
 class LayerPage:
     name: str
     units: list[UnitCard] = field(default_factory=list)
     deepdream: Optional[Img] = None
     note: str = ""
+    comparison: Optional[Comparison] = None
 
 
 @dataclass
@@ -125,6 +144,8 @@ class NeuronPage:
     inputs: list[Connection] = field(default_factory=list)
     outputs: list[Connection] = field(default_factory=list)
     effects: Optional[Effects] = None
+    made_of: list[Connection] = field(default_factory=list)  # a feature: the neurons its decoder writes most
+    features: list[Connection] = field(default_factory=list)  # a neuron: features whose decoders use it most
     outputs_note: str = ""  # why the expanded weights to the next layer are hidden ('' = shown)
     note: str = ""
 

@@ -22,7 +22,8 @@ WEIGHTS_SCALE_MAX = 1e3
 
 
 @register_task("unit_effects", result=UnitEffects, batch=64,
-               batch_by=("model", "layer", "prev", "fan", "top_classes", "images_dir", "images_signature", "mode"))
+               batch_by=("model", "layer", "basis", "prev", "fan", "top_classes", "images_dir", "images_signature",
+                         "mode"))
 def unit_effects(tasks, ctxs) -> list[UnitEffects]:
     """Class effects of a batch of units of one layer (one engine call), then each unit's
     measured input edges over its top examples (inputs: `examples`, optional `circuits`)."""
@@ -41,7 +42,8 @@ def unit_effects(tasks, ctxs) -> list[UnitEffects]:
     paths = find_images(t0["images_dir"])
     if image_list_signature(paths) != t0["images_signature"]:
         raise UserError(f"images in {t0['images_dir']} changed since the build was planned; run it again")
-    units = [Unit(layer, int(t["unit"])) for t in tasks]
+    # a channel index, or a unit record (a dictionary feature: docs/units.md)
+    units = [Unit.from_json(t["unit"]) if isinstance(t["unit"], dict) else Unit(layer, int(t["unit"])) for t in tasks]
     ce = class_effects(model, units, paths, mode=mode)
     out = []
     for pos, unit in enumerate(units):

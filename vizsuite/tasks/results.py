@@ -141,3 +141,35 @@ class AblationChunk:
     classes: Optional[list[int]] = None
     images: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class DictionaryEval:
+    """`dictionary_eval`: a dictionary basis over an image folder (every position): R², mean L0,
+    dead fraction and each feature's frequency (fraction of positions where it is active)."""
+
+    r2: float
+    mean_l0: float
+    dead_fraction: float
+    frequency: list[float]
+    vectors: int
+    images: int
+
+
+@dataclass
+class FeatureComparison:
+    """`feature_comparison`: neurons vs a dictionary's features of one layer on the same images.
+    Entropy (bits) of the model's predicted classes over each unit's top-k examples (None: never
+    fires); features_per_neuron: how many distinct features dominate a neuron's top examples."""
+
+    layer: str
+    k: int
+    images: int
+    neuron_entropy_bits: list[Optional[float]]
+    feature_entropy_bits: list[Optional[float]]
+    feature_indices: list[int]
+    features_per_neuron: list[int]
+    mean_neuron_entropy_bits: Optional[float] = None
+    mean_feature_entropy_bits: Optional[float] = None
+    mean_features_per_neuron: Optional[float] = None
+    live_features: int = 0
