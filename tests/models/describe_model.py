@@ -18,7 +18,13 @@ from torch import nn
 from vizsuite.describe.stimuli import hsv_to_rgb
 from vizsuite.zoo.spec import ModelSpec, VisionModel
 
-from ..optvis_helpers import ORIENTATIONS, gabor_bank
+try:  # imported as tests.models.describe_model, or loaded by path as `describe_model.py:spec`
+    from ..optvis_helpers import ORIENTATIONS, gabor_bank
+except ImportError:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.optvis_helpers import ORIENTATIONS, gabor_bank  # noqa: F401
 
 HUES = (0.0, 50.0, 120.0, 200.0, 240.0, 300.0)
 
@@ -51,8 +57,9 @@ def model() -> VisionModel:
     return m
 
 
-def write_textures(folder, count: int = 12, seed: int = 0, size: int = 64) -> Path:
-    """PNGs: a grating (random orientation, period 4-7 px, contrast) tinted by a random hue."""
+def write_textures(folder, count: int = 12, seed: int = 0, size: int = 64, angle: float | None = None) -> Path:
+    """PNGs: a grating (random orientation, or `angle` +- 10 deg; period 4-7 px, contrast)
+    tinted by a random hue."""
     from PIL import Image
 
     folder = Path(folder)
@@ -60,7 +67,7 @@ def write_textures(folder, count: int = 12, seed: int = 0, size: int = 64) -> Pa
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     for i in range(count):
-        t = math.radians(rng.uniform(0, 180))
+        t = math.radians(rng.uniform(0, 180) if angle is None else angle + rng.uniform(-10, 10))
         period, contrast = rng.uniform(4, 7), rng.uniform(0.1, 0.5)
         lum = 0.5 + contrast * np.cos(2 * np.pi * (x * math.cos(t) + y * math.sin(t)) / period + rng.uniform(0, 6.3))
         tint = np.array(hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.2, 1.0)))

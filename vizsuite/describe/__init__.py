@@ -19,7 +19,7 @@ _NAMES = {
     "FAMILIES": "stimuli", "Stimulus": "stimuli", "stimulus_set": "stimuli", "render": "stimuli",
     "stimulus_responses": "tuning", "tuning_curves": "tuning", "unit_responses": "tuning",
     "describe_units": "engine", "describe_layer": "engine",
-    "simulate": "simulate", "curve_svg": "svg",
+    "simulate": "simulate", "curve_svg": "svg", "write_outputs": "report", "layer_summary": "report",
 }
 
 __all__ = sorted(_NAMES)

@@ -73,15 +73,3 @@ def describe_units(model, units: Sequence, **kwargs) -> list[UnitDescription]:
         for i, d in zip(idx, describe_layer(model, [parsed[i] for i in idx], causal=c, **kwargs)):
             out[i] = d
     return out  # type: ignore[return-value]
-
-
-def layer_scores(descriptions: Sequence[UnitDescription]) -> dict:
-    """Per layer: mean simulation correlation (own and control) over its described units."""
-    acc: dict[str, list] = {}
-    for d in descriptions:
-        if d.simulation is None:
-            continue
-        acc.setdefault(d.unit_json["layer"], []).append((d.simulation.correlation, d.simulation.control))
-    return {layer: {"units": len(v), "correlation": float(np.mean([a for a, _ in v])),
-                    "control": float(np.nanmean([b for _, b in v])) if any(b == b for _, b in v) else None}
-            for layer, v in acc.items()}

@@ -9,7 +9,7 @@ Each piece of evidence that passes its threshold becomes a claim with a score in
   unit at least as much as gratings (else a curve response is just an edge response);
 - top classes: the lift of the most frequent class over its share among all images;
 - a concept: 2 x (AUROC - 0.5), claimed at AUROC >= 0.7;
-- causal support: 10 x the share of the class logit that ablating the unit removes (capped at 1).
+- causal support: 2 x the share of the class logit that ablating the unit removes (capped at 1).
 
 The confidence is the largest claim score (0 when nothing is claimed): how strongly the best
 piece of evidence supports the line. Deterministic: no randomness enters.
@@ -81,7 +81,7 @@ def describe(ev: Evidence, strength: float = 1.0) -> tuple[str, float, list[Clai
     if support:
         top = support[:2]
         claims.append(Claim("supports " + ", ".join(f"{c.label} ({-100 * c.fraction:.0f}% logit)" for c in top),
-                            "causal", "|".join(c.label for c in top), min(1.0, 10 * top[0].fraction),
+                            "causal", "|".join(c.label for c in top), min(1.0, 2 * top[0].fraction),
                             f"ablation: {top[0].label} logit {top[0].effect:+.3g} ({100 * top[0].fraction:.1f}%) "
                             f"over {top[0].images} image(s)"))
     if not claims:
