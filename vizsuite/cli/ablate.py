@@ -8,7 +8,8 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, model_from_args
+from .common import (add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, image_folder,
+                     model_from_args)
 
 
 def register(sub) -> None:
@@ -37,17 +38,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _folder(path: str, flag: str) -> Path:
-    from ..images import find_images
-
-    d = Path(path)
-    if not d.is_dir():
-        raise UserError(f"{flag} {path}: not a folder")
-    if not find_images(d):
-        raise UserError(f"{flag} {path}: no images found")
-    return d
-
-
 def _validate(args) -> None:
     from ..interventions import MODES
 
@@ -58,9 +48,9 @@ def _validate(args) -> None:
             raise UserError(f"{name} must be at least 1")
     if args.reference and args.mode != "mean":
         raise UserError("--reference applies to --mode mean only")
-    _folder(args.images, "--images")
+    image_folder(args.images, "--images")
     if args.reference:
-        _folder(args.reference, "--reference")
+        image_folder(args.reference, "--reference")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
@@ -104,7 +94,7 @@ def run(args) -> int:
             raise UserError("--units must all be of one layer (run once per layer)")
         what, layer = units, units[0].layer
     target = check_target(model, args.target, bases, args.prob, layers)
-    fx = ablation_effects(model, what, _folder(args.images, "--images"), target, mode=args.mode,
+    fx = ablation_effects(model, what, image_folder(args.images, "--images"), target, mode=args.mode,
                           reference=args.reference, bases=bases, batch_size=args.batch_size, chunk=args.chunk,
                           seed=args.seed, progress=not args.quiet)
     n = len(fx.exact)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .common import (add_basis_arg, add_executor_args, add_model_args, add_quiet, bases_from_args, check_output,
-                     check_units, executor_options, model_from_args)
+                     check_units, executor_options, image_folder, model_from_args)
 
 
 def register(sub) -> None:
@@ -42,16 +42,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _folder(path: str, flag: str) -> Path:
-    from ..images import find_images
-
-    d = Path(path)
-    if not d.is_dir():
-        raise UserError(f"{flag} {path}: not a folder")
-    find_images(d)
-    return d
-
-
 def _concepts(specs) -> dict:
     out = {}
     for spec in specs:
@@ -63,7 +53,7 @@ def _concepts(specs) -> dict:
             raise UserError(f"bad concept name {name!r}: use letters, digits, _ . -")
         if name in out:
             raise UserError(f"concept {name!r} given twice")
-        out[name] = str(_folder(path, f"--concept {name}"))
+        out[name] = str(image_folder(path, f"--concept {name}"))
     return out
 
 
@@ -72,14 +62,14 @@ def _validate(args) -> dict:
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
     if args.images:
-        _folder(args.images, "--images")
+        image_folder(args.images, "--images")
     concepts = _concepts(args.concept)
     if concepts and not args.random:
         raise UserError("--concept needs --random DIR (the images concepts are compared with)")
     if args.random:
         if not concepts:
             raise UserError("--random applies to --concept folders; give at least one --concept NAME=DIR")
-        _folder(args.random, "--random")
+        image_folder(args.random, "--random")
     check_output(args.output)
     return concepts
 

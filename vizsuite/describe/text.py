@@ -7,7 +7,8 @@ Each piece of evidence that passes its threshold becomes a claim with a score in
   value on the natural images; 1 without images); claimed when selectivity >= 0.3 (circular
   families) or >= 0.55 (dots, checkerboards) and drive >= 0.5; curves only when arcs drive the
   unit at least as much as gratings (else a curve response is just an edge response);
-- top classes: the lift of the most frequent class over its share among all images;
+- top classes: the lift of the most frequent class over its share among all images, claimed
+  when at least two top examples share it;
 - a concept: 2 x (AUROC - 0.5), claimed at AUROC >= 0.7;
 - causal support: 2 x the share of the class logit that ablating the unit removes (capped at 1).
 
@@ -68,7 +69,7 @@ def describe(ev: Evidence, strength: float = 1.0) -> tuple[str, float, list[Clai
     """(line, confidence, claims) from the evidence."""
     claims = tuning_claims(ev, strength)
     named = [c for c in ev.top_classes if c.count > 0]
-    if named and named[0].lift > 0:
+    if named and named[0].lift > 0 and named[0].count >= 2:  # one image is an anecdote, not a class
         labels = [c.label for c in named if c.count >= max(1, named[0].count // 2)][:3]
         claims.append(Claim("top classes: " + ", ".join(labels), "classes", "|".join(labels), named[0].lift,
                             f"top classes: {named[0].label} in {named[0].count}/{ev.top_k} top examples, "
