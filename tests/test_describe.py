@@ -115,6 +115,12 @@ def test_cli_writes_descriptions_manifest_report_and_reuses_tasks(textures, tmp_
     assert html.count("<svg") == 3 * 5 and "relu:9" in html
     code, stdout, err = run_cli(*args[:-1])
     assert code == 0 and "3 reused" in stdout, (stdout, err)
+    # one unit: no other unit's description to control with (null, not NaN, in the JSON)
+    code, _, err = run_cli("describe", MODEL, "--units", "relu:2", "--images", textures, "--views", "2",
+                           "--causal", "0", "-o", tmp_path / "one", "--quiet")
+    assert code == 0, err
+    item = json.loads((tmp_path / "one" / "descriptions.json").read_text())["items"][0]
+    assert item["simulation"]["control"] is None and item["causal"] == []
 
 
 @pytest.mark.parametrize("extra, contains", [

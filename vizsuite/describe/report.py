@@ -29,6 +29,13 @@ def layer_summary(descriptions: Sequence[UnitDescription]) -> dict:
     return out
 
 
+def _number(sim) -> str:
+    import math
+
+    c = None if sim is None else sim.control
+    return "-" if c is None or not math.isfinite(c) else f"{c:.2f}"
+
+
 def write_outputs(out_dir: str | os.PathLike, descriptions: Sequence[UnitDescription], *, model: str,
                   seed: int, stimuli: int, images: Optional[str] = None, seconds: float = 0.0,
                   command: Optional[list[str]] = None, extra: Optional[dict] = None) -> Path:
@@ -47,7 +54,8 @@ def write_outputs(out_dir: str | os.PathLike, descriptions: Sequence[UnitDescrip
     rows = []
     for d in descriptions:
         rows.append({"unit": d.unit, "description": d.description, "confidence": d.confidence,
-                     "reasons": d.reasons, "simulation": d.simulation, "tuning": d.evidence.tuning,
+                     "reasons": d.reasons, "simulation": d.simulation, "control": _number(d.simulation),
+                     "tuning": d.evidence.tuning,
                      "svgs": [curve_svg(t) for t in d.evidence.tuning], "top_classes": d.evidence.top_classes,
                      "top_k": d.evidence.top_k, "label_entropy": d.evidence.label_entropy,
                      "concepts": d.evidence.concepts, "causal": d.evidence.causal})
