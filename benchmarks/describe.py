@@ -12,6 +12,7 @@ blocks.4 (112 units) under 10 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -65,8 +66,9 @@ def main() -> None:
         f"`python benchmarks/describe.py` on {platform.machine()}, {args.threads} torch threads, "
         f"{photos} photos x {args.views} crops for the simulation, causal support on {args.causal} photos, "
         f"{len(stimulus_set(model.input_size))} synthetic stimuli at {model.input_size} px. The machine was shared "
-        f"with other helpers' jobs while this ran (wall times are upper bounds; user time was about half). "
-        f"Model load {load_s:.1f} s (not included).", "",
+        f"with other helpers' jobs while this ran (load average {os.getloadavg()[0]:.0f} on the 2 cores at the "
+        f"end): wall times are upper bounds. Model load {load_s:.1f} s (not included). Each layer from scratch: "
+        f"stimuli, the photos pass, the ablations, the crops.", "",
         "| layer | units | wall time | mean simulation r (own description) | control (another unit's) | units with a claim | mean confidence |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
