@@ -16,6 +16,7 @@ are in image coordinates: 0 deg points right (+x), 90 deg points down (+y, the r
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -84,9 +85,11 @@ def stimulus_set(size: int, families: Sequence[str] = tuple(FAMILIES)) -> list[S
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _grid(size: int):
+    """Centred pixel coordinates (y, x), float32; cached (read only)."""
     c = (size - 1) / 2
-    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float64) - c, torch.arange(size, dtype=torch.float64) - c,
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32) - c, torch.arange(size, dtype=torch.float32) - c,
                           indexing="ij")
     return y, x
 
@@ -140,7 +143,7 @@ def _arcs(x, y, facing: float, radius: float, size: int) -> torch.Tensor:
     ang = torch.remainder(ang + math.pi, 2 * math.pi) - math.pi
     width = max(1.0, size / 112)
     ring = (width - (r - radius).abs() + 0.5).clamp(0, 1)
-    return ring * (ang.abs() <= math.radians(60)).double()
+    return ring * (ang.abs() <= math.radians(60)).float()
 
 
 def batches(stimuli: Sequence[Stimulus], size: int, batch_size: int = 32) -> Iterator[torch.Tensor]:
