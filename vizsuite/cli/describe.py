@@ -4,7 +4,6 @@ descriptions.json, manifest.json, report.html."""
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -43,18 +42,9 @@ def register(sub) -> None:
 
 
 def _concepts(specs) -> dict:
-    out = {}
-    for spec in specs:
-        name, sep, path = str(spec).partition("=")
-        name = name.strip()
-        if not sep or not name or not path:
-            raise UserError(f"bad --concept {spec!r}: expected NAME=DIR")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise UserError(f"bad concept name {name!r}: use letters, digits, _ . -")
-        if name in out:
-            raise UserError(f"concept {name!r} given twice")
-        out[name] = str(image_folder(path, f"--concept {name}"))
-    return out
+    from ..units import named_paths
+
+    return {name: str(image_folder(path, f"--concept {name}")) for name, path in named_paths(specs, "concept", "DIR")}
 
 
 def _validate(args) -> dict:
