@@ -141,3 +141,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, extra, contai
 def test_concept_needs_random(tmp_path, textures):
     assert_bad_input("describe", MODEL, "--layers", "relu", "--concept", f"a={textures}", "-o", tmp_path / "o",
                      contains="--random")
+
+
+def test_a_model_without_class_logits_gets_tuning_and_simulation_only(tmp_path):
+    """No classifier (the optvis Gabor model outputs a feature map): no class or causal
+    evidence, no error."""
+    from vizsuite.tasks.describe import describe_layer as with_causal
+
+    from .optvis_helpers import oriented_cnn
+
+    images = planted.write_textures(tmp_path / "t", 6, seed=3)
+    out = with_causal(oriented_cnn(64), layer_units("relu", 2), images=images, views=4, causal=2)
+    assert [d.evidence.causal for d in out] == [[], []] and all(not d.evidence.top_classes for d in out)
+    assert out[1].description.startswith("orientation-selective, 23°") and out[0].simulation.correlation > 0.5

@@ -74,6 +74,16 @@ def causal_evidence(model, units, paths, top: int = 3, progress: bool = False) -
     return out
 
 
+def _outputs_classes(model) -> bool:
+    """Whether the model outputs N x classes logits (causal support reads a class logit)."""
+    import torch
+
+    x = torch.full((1, 3, model.input_size, model.input_size), 0.5, device=model.mean.device)
+    with torch.no_grad():
+        out = model(x)
+    return isinstance(out, torch.Tensor) and out.dim() == 2
+
+
 def describe_layer(model, units, *, images=None, concepts=None, random=None, k: int = 8, views: int = 16,
                    seed: int = 0, causal: int = 16, progress: bool = False) -> list[UnitDescription]:
     """describe.describe_layer with causal evidence from interventions (the first `causal`
@@ -82,7 +92,7 @@ def describe_layer(model, units, *, images=None, concepts=None, random=None, k: 
     from ..images import find_images
 
     effects = None
-    if images is not None and causal > 0:
+    if images is not None and causal > 0 and _outputs_classes(model):
         effects = causal_evidence(model, units, find_images(images)[:causal], progress=progress)
     return describe(model, units, images=images, concepts=concepts, random=random, causal=effects, k=k,
                     views=views, seed=seed, progress=progress)
