@@ -33,6 +33,12 @@ def describe_layer(model, units: Sequence[Unit], *, images=None, concepts: Optio
     layer = layer_of(units)
     if causal is not None and len(causal) != len(units):
         raise UserError(f"causal evidence for {len(causal)} units, {len(units)} units given")
+    if images is not None or concepts:
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            raise UserError("data evidence and simulation need scikit-learn: pip install 'vizsuite[describe]'") \
+                from None
     stimuli, resp = stimulus_responses(model, units, families, batch_size=batch_size, progress=progress)
     tunings, blank = tuning_curves(stimuli, resp)
     data = data_evidence(model, units, images, k=k, concepts=concepts, random=random, progress=progress,
