@@ -312,6 +312,19 @@ class TopK:
         self.yx = torch.gather(all_yx, 1, top.indices.unsqueeze(-1).expand(-1, -1, 2))
 
 
+def unit_values(act: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
+    """N x U: each unit's value (`Unit.value`: its position, else its reduction over positions),
+    one encode per basis."""
+    from .units import reduce_map
+
+    maps = _unit_maps(act, units)
+    if maps.dim() == 2:
+        return maps
+    cols = [maps[:, j, u.y, u.x] if u.y is not None else reduce_map(maps[:, j], u.reduce)
+            for j, u in enumerate(units)]
+    return torch.stack(cols, dim=1)
+
+
 def _extremes(maps: torch.Tensor, largest: bool):
     """Per image and unit: the spatial max (or min) and its (y, x)."""
     if maps.dim() == 2:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .common import (add_basis_arg, add_executor_args, add_model_args, add_quiet, bases_from_args, check_units,
-                     executor_options, model_from_args)
+                     executor_options, image_folder, model_from_args)
 
 
 def register(sub) -> None:
@@ -42,17 +42,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _folder(path: str, flag: str) -> Path:
-    from ..images import find_images
-
-    d = Path(path)
-    if not d.is_dir():
-        raise UserError(f"{flag} {path}: not a folder")
-    if not find_images(d):
-        raise UserError(f"{flag} {path}: no images found")
-    return d
-
-
 def _validate(args) -> None:
     from ..interventions import MODES
 
@@ -64,9 +53,9 @@ def _validate(args) -> None:
             raise UserError(f"{name} must be at least 1")
     if args.reference and args.mode != "mean":
         raise UserError("--reference applies to --mode mean only")
-    _folder(args.images, "--images")
+    image_folder(args.images, "--images")
     if args.reference:
-        _folder(args.reference, "--reference")
+        image_folder(args.reference, "--reference")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
