@@ -139,6 +139,28 @@ def test_ablation_sweep_on_ray_equals_local_and_resumes(tmp_path, local_ray):
     assert code == 0 and "0 computed, 3 reused" in out, (out, err)
 
 
+def test_describe_on_ray_equals_local(tmp_path, local_ray):
+    """`vizsuite describe --executor ray`: the same descriptions.json as the local run."""
+    import numpy as np
+    from PIL import Image
+
+    from .cli_helpers import run_cli
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(imgs / f"i{i}.png")
+    args = ["describe", TINY, "--units", "relu2:0", "relu2:3", "relu3:1", "--images", str(imgs), "--views", "2",
+            "--causal", "2", "--quiet"]
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "local"))
+    assert code == 0, err
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", local_ray)
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / d / "descriptions.json").read_text())["items"] for d in ("local", "ray"))
+    assert a == b and len(a) == 3
+
+
 def test_without_ray_one_line(monkeypatch):
     from vizsuite.tasks.ray_executor import require_ray
 
