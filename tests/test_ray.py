@@ -25,8 +25,9 @@ TINY = str(ROOT / "tests" / "models" / "tiny_gallery_model.py") + ":spec"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray instance (2 CPUs) for the module; run_tasks reuses it and leaves it up."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    """One local Ray instance (2 CPUs, and 1 logical GPU: Ray schedules by declared resources, so
+    GPU requests are testable without one) for the module; run_tasks reuses it and leaves it up."""
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -49,6 +50,25 @@ def slow_task(task, ctx):
 
 def slow_tasks(count: int, delay: float = 0.5):
     return [make_task("test_slow", n=i, delay=delay) for i in range(count)]
+
+
+@register_task("test_gpu_ids")
+def gpu_ids(task, ctx):
+    return {"gpus": [int(g) for g in ray.get_gpu_ids()], "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def test_gpus_per_worker_are_asked_of_ray(tmp_path, local_ray):
+    """--gpus-per-worker 1: each worker is given one GPU by Ray (CUDA_VISIBLE_DEVICES set for
+    it); more GPUs than the cluster has is one clear error, not a build that waits forever."""
+    tasks = [make_task("test_gpu_ids", n=i) for i in range(2)]
+    report = run_tasks(tasks, tmp_path / "g", progress=False, executor="ray", gpus_per_worker=1)
+    for t in tasks:
+        assert report.result(t).meta["gpus"] == [0] and report.result(t).meta["visible"] == "0"
+    plain = run_tasks([make_task("test_gpu_ids", n=9)], tmp_path / "c", progress=False, executor="ray")
+    assert list(plain.results.values())[0].meta["gpus"] == []
+    with pytest.raises(UserError, match="has 1 GPU"):
+        run_tasks([make_task("test_gpu_ids", n=5)], tmp_path / "h", progress=False, executor="ray",
+                  gpus_per_worker=2)
 
 
 def test_ray_results_equal_local(tmp_path, local_ray):
