@@ -152,6 +152,9 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
     metrics = ev.result()
     freq = metrics.pop("frequency").numpy()
     metrics["train_r2"] = train_r2(basis, x)
+    # held-out "dead" counts features that did not fire on a few held-out images; this one counts
+    # features that never fire on (up to 20,000 of) the training vectors: dead in the usual sense
+    metrics["train_dead_fraction"] = float(1.0 - _fires(basis, x).double().mean())
     metrics["heldout_images"] = len(held_paths)
     metrics["heldout"] = bool(held_paths)
     train = {"images": len(train_paths), "augment": int(augment), "skipped": info.skipped, "vectors_seen": res.seen,
