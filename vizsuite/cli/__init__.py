@@ -19,7 +19,7 @@ from ..errors import UserError
 from .common import check_seed
 
 COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain", "ablate", "patch",
-            "dictionary", "concepts", "probe", "tcav"]
+            "dictionary", "describe", "concepts", "probe", "tcav"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
 from ..errors import UserError
 from .common import add_model_args, add_quiet, check_output, check_seed, model_from_args
-
-NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
 
 # ---------------------------------------------------------------- shared with `probe`
 
@@ -45,19 +41,15 @@ def add_concept_args(p, random_required: bool) -> None:
 
 
 def parse_concepts(specs) -> dict:
-    """NAME=DIR specs -> {name: Concept}; one line for a bad spec, a missing or empty folder."""
+    """NAME=DIR specs -> {name: Concept}; one line for a bad spec (`units.named_paths`, shared
+    with --basis), a missing or empty folder."""
     from ..concepts import concept_from_folder
+    from ..units import named_paths
 
     out = {}
-    for spec in specs:
-        name, sep, folder = str(spec).partition("=")
-        name = name.strip()
-        if not sep or not name or not folder:
-            raise UserError(f"bad --concept {spec!r}: expected NAME=DIR")
-        if not NAME.fullmatch(name) or "-vs-" in name:
-            raise UserError(f"bad concept name {name!r}: use letters, digits, _ . - (and not '-vs-')")
-        if name in out:
-            raise UserError(f"concept {name!r} given twice")
+    for name, folder in named_paths(specs, "concept", "DIR"):
+        if "-vs-" in name:
+            raise UserError(f"bad concept name {name!r}: '-vs-' names relative CAVs")
         out[name] = concept_from_folder(name, folder)
     return out
 
