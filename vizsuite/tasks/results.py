@@ -84,8 +84,8 @@ class DatasetResult:
     rf: dict
     crops: dict[str, dict[str, list[ExampleFile]]]
     skipped: int = 0
-    mean: list[float] = field(default_factory=list)  # per unit (as `units`): mean over images and positions
-    selectivity: list[float] = field(default_factory=list)  # per unit: (mean top-k max - mean) / std
+    mean: list[Optional[float]] = field(default_factory=list)  # per unit (as `units`): over images and positions
+    selectivity: list[Optional[float]] = field(default_factory=list)  # per unit: (mean top-k max - mean) / std
 
 
 @dataclass
