@@ -25,11 +25,15 @@ def test_tiny_chain_and_receptive_fields():
     rf = {n.name: n.receptive_field for n in g.layers()}
     # 3x3 conv: 3; another 3x3 stride 2: 3 + 2 = 5; a third 3x3 after the stride: 5 + 2 * 2 = 9
     assert (rf["relu1"], rf["relu2"], rf["relu3"]) == (3, 5, 9)
-    assert rf["fc"] is None  # not spatial
+    assert rf["fc"] is None and g.node("fc").whole and g.node("pool").whole  # after the global pool
+    from vizsuite.analysis.receptive import receptive_fields
+
+    measured = receptive_fields(load_model(TINY), ["relu1", "relu2", "relu3"])  # gradients, not composition
+    assert {k: v.size for k, v in measured.items()} == {k: rf[k] for k in measured}
 
 
 def test_efficientnet_residual_adds_visible(effnet):
-    g = model_graph(effnet, receptive=False, input_size=64)
+    g = model_graph(effnet, input_size=64)
     names = [n.name for n in g.layers()]
     assert names[0] == "bn1" and names[-1] == "classifier" and "blocks.3.1" in names and "blocks.6.0" in names
     assert not [n for n in g.nodes if n.type in ("Identity", "Dropout", "Flatten")]
@@ -37,12 +41,15 @@ def test_efficientnet_residual_adds_visible(effnet):
     # the first block of each stage changes shape (no skip); the others add their input back
     assert set(merges) == {"blocks.1.1", "blocks.2.1", "blocks.3.1", "blocks.3.2", "blocks.4.1", "blocks.4.2",
                            "blocks.5.1", "blocks.5.2", "blocks.5.3"} and set(merges.values()) == {"add"}
+    rf = {n.name: n.receptive_field for n in g.layers()}
+    # stem 3x3/2, then depthwise 3x3 convs: 3, 7, 11 (stride 2), 19 (the same measured by gradients)
+    assert (rf["bn1"], rf["blocks.0.0"], rf["blocks.1.0"], rf["blocks.1.1"], rf["blocks.4.2"]) == (3, 7, 11, 19, 339)
     skips = {(e.src, e.dst) for e in g.edges if e.kind == "skip"}
     assert ("blocks.3.0", "blocks.3.1") in skips and ("blocks.3.1", "blocks.3.2") in skips and len(skips) == 9
 
 
 def test_inceptionv1_concat_branches():
-    g = model_graph(load_model("inceptionv1", random_weights=True), receptive=False)
+    g = model_graph(load_model("inceptionv1", random_weights=True))
     layers = [n.name for n in g.layers()]
     mixed = [n for n in layers if n.startswith("mixed")]
     assert mixed == ["mixed3a", "mixed3b", "mixed4a", "mixed4b", "mixed4c", "mixed4d", "mixed4e", "mixed5a", "mixed5b"]
@@ -72,7 +79,7 @@ class Detaching(nn.Module):
 
 def test_untraceable_model_degrades_to_a_chain():
     model = load_model(ModelSpec(name="detaching", builder=Detaching, input_size=16))
-    g = model_graph(model, receptive=False)
+    g = model_graph(model)
     assert not g.traced
     assert [n.name for n in g.layers()] == ["a", "b"]  # the dropout placeholder is still dropped
     assert [(e.src, e.dst) for e in g.edges] == [("input", "a"), ("a", "b")]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 #: module types that only pass data along (dropped from the graph)
 PLACEHOLDERS = re.compile(r"^(Identity|Dropout\w*|AlphaDropout|DropPath|DropBlock\w*|Flatten|Unflatten)$")
@@ -36,8 +36,9 @@ _MERGES = (("Cat", "concat"), ("Stack", "concat"), ("Add", "add"), ("Sub", "add"
 class GraphNode:
     """One node: a trunk layer (`kind="layer"`) or a branch feeding a merge (`kind="branch"`).
     `merge`: how the layer's output combines several inputs (concat / add / mul), else None.
-    `receptive_field`: pixels per side (None when not spatial or not measured); `clipped`: the
-    field was wider than measured (at least that many pixels)."""
+    `receptive_field`: pixels per side, composed from the kernels, strides and dilations on the
+    paths from the input (the widest path at a merge); None when unknown; `whole`: the layer
+    sees the whole image (after a global pool). `clipped`: at least that many pixels."""
 
     name: str
     type: str
@@ -47,6 +48,7 @@ class GraphNode:
     merge: Optional[str] = None
     receptive_field: Optional[int] = None
     clipped: bool = False
+    whole: bool = False
 
 
 @dataclass
@@ -90,29 +92,15 @@ def candidate_layers(net) -> list[str]:
     return out
 
 
-def model_graph(model, *, input_size: Optional[int] = None, receptive: bool = True, seed: int = 0) -> ModelGraph:
-    """The meaningful-layer graph of a `VisionModel`; receptive fields of its spatial trunk
-    layers measured with `analysis.receptive` when `receptive`."""
+def model_graph(model, *, input_size: Optional[int] = None, extra: Sequence[str] = (), seed: int = 0) -> ModelGraph:
+    """The meaningful-layer graph of a `VisionModel`, with each layer's receptive field composed
+    from the traced convolutions and pools. `extra`: layers to describe too when the graph does
+    not show them (e.g. a stage container a gallery builds), as `kind="extra"` nodes."""
     try:
-        graph = _traced_graph(model, input_size or model.input_size, seed)
+        graph = _traced_graph(model, input_size or model.input_size, seed, list(extra))
     except Exception:  # noqa: BLE001 - any model the trace cannot follow still gets its layers, as a chain
         graph = None
-    if graph is None:
-        graph = _chain_graph(model, input_size)
-    if receptive:
-        from .receptive import receptive_fields
-
-        spatial = [n.name for n in graph.layers() if len(n.shape) == 3]
-        if spatial:
-            try:
-                rfs = receptive_fields(model, spatial, seed=seed)
-            except Exception:  # noqa: BLE001 - a field that cannot be measured stays blank
-                rfs = {}
-            for n in graph.nodes:
-                rf = rfs.get(n.name)
-                if rf is not None and rf.spatial:
-                    n.receptive_field, n.clipped = int(rf.size), bool(rf.clipped)
-    return graph
+    return graph if graph is not None else _chain_graph(model, input_size)
 
 
 def _chain_graph(model, input_size) -> ModelGraph:
@@ -125,7 +113,7 @@ def _chain_graph(model, input_size) -> ModelGraph:
     return ModelGraph(nodes, edges, traced=False)
 
 
-def _traced_graph(model, size: int, seed: int) -> Optional[ModelGraph]:
+def _traced_graph(model, size: int, seed: int, extra: list[str]) -> Optional[ModelGraph]:
     import torch
 
     from ..hooks import Hooks
@@ -268,6 +256,16 @@ def _traced_graph(model, size: int, seed: int) -> Optional[ModelGraph]:
                 edges.extend(GraphEdge(s, t, "skip") for s in outside)
         elif len(branches) + len(beside) >= 2:
             nodes[t].merge = "merge"
+    for name in extra:
+        if name not in nodes and name in fns and name in modules:
+            add_node(name, "extra")
+    fields = _fields(x, [fns[n] for n in nodes])
+    for n in nodes.values():
+        f = fields.get(fns[n.name])
+        if f is not None and len(n.shape) == 3:
+            n.receptive_field, n.whole = (None, True) if f[0] is None else (int(f[0]), False)
+        elif f is not None and f[0] is None or len(n.shape) != 3:
+            n.whole = f is not None
     ordered = sorted(nodes.values(), key=lambda n: order[n.name])
     return ModelGraph(ordered, [GraphEdge(*k) for k in dict.fromkeys((e.src, e.dst, e.kind) for e in edges)])
 
@@ -291,3 +289,48 @@ def _merge(fn, anywhere: dict, nearest, x) -> tuple[Optional[str], list[str]]:
             return None, []
         n = ins[0]
     return None, []
+
+
+def _fields(x, targets: list) -> dict:
+    """{autograd node: (receptive-field side or None for the whole image, jump)} for `targets`,
+    composed from the input: a convolution or pool of kernel k, stride s, dilation d turns
+    (r, j) into (r + (k - 1) * d * j, j * s); a merge takes its widest input; adaptive and
+    global pools see the whole image. Iterative (deep graphs), memoised."""
+    memo: dict = {}
+    stack = [(t, False) for t in targets]
+    while stack:
+        n, ready = stack.pop()
+        if n in memo:
+            continue
+        ins = [m for m, _ in n.next_functions if m is not None]
+        if type(n).__name__ == "AccumulateGrad":
+            memo[n] = (1, 1) if n.variable is x else False
+            continue
+        if not ready:
+            stack.append((n, True))
+            stack.extend((m, False) for m in ins if m not in memo)
+            continue
+        got = [memo[m] for m in ins if memo.get(m)]
+        if not got:
+            memo[n] = False
+            continue
+        whole = any(g[0] is None for g in got)
+        r = None if whole else max(g[0] for g in got)
+        j = max(g[1] for g in got)
+        name = type(n).__name__
+        if name.startswith("Adaptive") or name.startswith("Mean") and "Pool" not in name:
+            memo[n] = (None, j)
+            continue
+        k = s = d = None
+        if name.startswith("Convolution") and not getattr(n, "_saved_transposed", False):
+            k = tuple(n._saved_weight.shape[2:])
+            s, d = tuple(n._saved_stride), tuple(n._saved_dilation)
+        elif "Pool" in name and hasattr(n, "_saved_kernel_size"):
+            k = tuple(n._saved_kernel_size)
+            s = tuple(n._saved_stride) or k
+            d = tuple(getattr(n, "_saved_dilation", ()) or (1,) * len(k))
+        if k and r is not None:
+            r = r + (max(k) - 1) * max(d) * j
+            j = j * max(s)
+        memo[n] = (r, j)
+    return {t: memo[t] for t in targets if memo.get(t)}

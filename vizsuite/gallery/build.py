@@ -229,7 +229,7 @@ def _layer_summaries(info, graph) -> list[P.LayerSummary]:
         return [P.LayerSummary(i.name, i.type, i.shape, i.channels, i.default) for i in info]
     return [P.LayerSummary(n.name, n.type, tuple(n.shape), n.channels,
                            bool(by_name[n.name].default) if n.name in by_name else False,
-                           n.receptive_field, n.clipped) for n in rows]
+                           n.receptive_field, n.clipped, n.whole) for n in rows]
 
 
 def _unit_cards(report, layer, units, thumb, circuits, dataset_task) -> list[P.UnitCard]:

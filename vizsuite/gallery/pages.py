@@ -35,6 +35,7 @@ class LayerSummary:
     default: bool = False
     receptive_field: Optional[int] = None  # pixels per side (measured, analysis.receptive)
     clipped: bool = False  # the field is at least receptive_field wide (wider than measured)
+    whole: bool = False  # the layer sees the whole image (after a global pool)
 
 
 @dataclass

@@ -153,12 +153,37 @@ class _GNode:
     title: str
 
 
-def graph_layout(graph: ModelGraph, layer_href: Callable[[str], Optional[str]], here: Optional[str] = None,
+def graph_targets(graph: ModelGraph, built: Iterable[str]) -> dict[str, str]:
+    """{graph node: built layer it opens}: the node itself, or for a built container (a stage
+    `blocks.3` holding `blocks.3.0` ...) the last node inside it, whose output is the container's."""
+    names = [n.name for n in graph.nodes if n.kind == "layer"]
+    out: dict[str, str] = {}
+    for layer in built:
+        if layer in names:
+            out[layer] = layer
+            continue
+        inside = [n for n in names if n.startswith(layer + ".")]
+        if inside:
+            out.setdefault(inside[-1], layer)
+    return out
+
+
+def in_graph(graph: Optional[ModelGraph], layer: str) -> list[str]:
+    """The graph nodes a layer page highlights: the layer's node, or every node inside it."""
+    if graph is None:
+        return []
+    names = [n.name for n in graph.nodes if n.kind in ("layer", "branch")]
+    return [layer] if layer in names else [n for n in names if n.startswith(layer + ".")]
+
+
+def graph_layout(graph: ModelGraph, layer_href: Callable[[str], Optional[str]], here: Iterable[str] = (),
                  row: int = 30, box: int = 20, trunk_w: int = 200, branch_w: int = 132):
     """Positions for the model-graph SVG: trunk layers down the middle one per row, the
     branches of a merge side by side on the row above it, residual skips as arcs on the right."""
     rows: list[list] = [[("input", "input", "input", None, "")]]
     for n in graph.nodes:
+        if n.kind not in ("layer", "branch"):
+            continue
         title = f"{n.name} ({n.type}) {' x '.join(map(str, n.shape))}"
         entry = (n.name, n.name, n.kind, n.merge, title)
         if n.kind == "branch" and rows[-1] and rows[-1][-1][2] == "branch":
@@ -173,7 +198,10 @@ def graph_layout(graph: ModelGraph, layer_href: Callable[[str], Optional[str]], 
         for j, (name, label, kind, merge, title) in enumerate(r):
             nodes[name] = _GNode(name, label, kind, merge, step * (j + 0.5) if kind == "branch" else width / 2,
                                  10 + i * row, w if kind != "input" else 80,
-                                 layer_href(name) if kind != "input" else None, name == here, title)
+                                 layer_href(name) if kind != "input" else None, False, title)
+    here = set(here)
+    for n in nodes.values():
+        n.here = n.name in here
     edges = []
     for e in graph.edges:
         a, b = nodes.get(e.src), nodes.get(e.dst)
@@ -202,6 +230,7 @@ class _Site:
         self.neuron_pages = {(n.layer, n.unit): neuron_path(n.layer, n.unit) for n in data.neurons}
         self.circuit_pages = {(c.layer, c.unit): circuit_path(c.layer, c.unit) for c in data.circuits}
         self.spatial_pages = {(s.layer, s.unit, s.y, s.x): spatial_path(s.layer, s.unit, s.y, s.x) for s in data.spatial}
+        self.graph_links = graph_targets(data.model.graph, self.layer_pages) if data.model.graph else {}
         self.env = _env()
         self.missing: list[str] = []
 
@@ -241,7 +270,9 @@ class _Site:
                 "model": self.data.model, "title": self.data.title or f"{self.data.model.name} gallery",
                 "home": url("index.html"), "static": lambda name: url(f"static/{name}"),
                 "layout": lambda page: circuit_layout(page, url, unit_href),
-                "graph_layout": lambda graph, here=None: graph_layout(graph, layer_href, here)}
+                "graph_layout": lambda graph, here=(): graph_layout(
+                    graph, lambda n: layer_href(self.graph_links.get(n, "")), in_graph(graph, here) if here else ()),
+                "in_graph": lambda layer: in_graph(self.data.model.graph, layer)}
 
     def known_pages(self) -> set[str]:
         return {"index.html", *self.layer_pages.values(), *self.neuron_pages.values(),
