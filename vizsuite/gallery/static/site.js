@@ -91,6 +91,7 @@
     if (filter) filter.addEventListener("input", apply);
     apply();
     document.body.dataset.ready = "1";
+    if (window.performance && performance.mark) performance.mark("vizsuite-grid-ready");
   }
 
   // ---- index: search over every built unit (search.js sets window.VIZSUITE_SEARCH)
