@@ -148,20 +148,9 @@ def _traced_graph(model, size: int, seed: int, extra: list[str]) -> Optional[Mod
 
     def nearest(start: list, stops: dict) -> list[str]:
         """Names of the first `stops` nodes (or "input") reached walking back from `start`."""
-        found, seen, stack = [], set(), list(start)
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            if n in stops:
-                found.append(stops[n])
-                continue
-            if type(n).__name__ == "AccumulateGrad":
-                if n.variable is x:
-                    found.append("input")
-                continue
-            stack.extend(m for m, _ in n.next_functions if m is not None)
+        hit = _walk(start, lambda n: [m for m, _ in n.next_functions if m is not None],
+                    lambda n: n in stops or type(n).__name__ == "AccumulateGrad")
+        found = [stops[n] if n in stops else "input" for n in hit if n in stops or n.variable is x]
         return sorted(set(found), key=lambda s: order.get(s, -1))
 
     srcs = {c: nearest([m for m, _ in fns[c].next_functions if m is not None], owner) for c in cand}
@@ -202,16 +191,7 @@ def _traced_graph(model, size: int, seed: int, extra: list[str]) -> Optional[Mod
 
     def trunk_sources(name: str) -> list[str]:
         """Nearest shown trunk layers (or "input") upstream of candidate `name`."""
-        found, seen, stack = [], set(), list(srcs.get(name, []))
-        while stack:
-            s = stack.pop()
-            if s in seen:
-                continue
-            seen.add(s)
-            if s == "input" or s in shown_set:
-                found.append(s)
-            else:
-                stack.extend(srcs.get(s, []))
+        found = _walk(srcs.get(name, []), lambda s: srcs.get(s, []), lambda s: s == "input" or s in shown_set)
         return sorted(set(found), key=lambda s: order.get(s, -1))
 
     nodes: dict[str, GraphNode] = {}
@@ -226,16 +206,7 @@ def _traced_graph(model, size: int, seed: int, extra: list[str]) -> Optional[Mod
         add_node(t, "layer")
         # what feeds this layer directly (collapsed layers looked through): trunk layers, the
         # input, or branches (candidates off the trunk, e.g. Inception's towers)
-        direct, seen, stack = [], set(), list(srcs[t])
-        while stack:
-            s = stack.pop()
-            if s in seen:
-                continue
-            seen.add(s)
-            if s in collapsed:
-                stack.extend(srcs.get(s, []))
-            else:
-                direct.append(s)
+        direct = _walk(srcs[t], lambda s: srcs.get(s, []), lambda s: s not in collapsed)
         branches = sorted({s for s in direct if s != "input" and s not in trunk_set}, key=order.get)
         beside = [s for s in direct if s == "input" or s in shown_set]
         for b in branches:
@@ -268,6 +239,22 @@ def _traced_graph(model, size: int, seed: int, extra: list[str]) -> Optional[Mod
             n.whole = f is not None
     ordered = sorted(nodes.values(), key=lambda n: order[n.name])
     return ModelGraph(ordered, [GraphEdge(*k) for k in dict.fromkeys((e.src, e.dst, e.kind) for e in edges)])
+
+
+def _walk(start, expand, stop) -> list:
+    """Depth-first from `start`, each item once: the items where `stop` holds are collected
+    (and not gone past), the others expanded into `expand(item)`."""
+    found, seen, stack = [], set(), list(start)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if stop(n):
+            found.append(n)
+        else:
+            stack.extend(expand(n))
+    return found
 
 
 def _merge(fn, anywhere: dict, nearest, x) -> tuple[Optional[str], list[str]]:
