@@ -66,25 +66,29 @@
     grid.appendChild(frag);
     var sort = document.getElementById("unit-sort"), filter = document.getElementById("unit-filter"),
         count = document.getElementById("unit-count");
+    var sorted = "index";
     function apply() {
       var key = sort ? sort.value : "index", ts = terms(filter ? filter.value : ""), shown = 0;
-      var field = key === "mean" ? "m" : key === "selectivity" ? "s" : null;
-      var order = units.slice();
-      if (field) order.sort(function (a, b) {  // unknown values last, ties by index
-        var x = a[field], y = b[field];
-        if (x === null && y === null) return a.u - b.u;
-        if (x === null) return 1;
-        if (y === null) return -1;
-        return y - x || a.u - b.u;
-      });
-      var frag = document.createDocumentFragment();
-      order.forEach(function (u) {
+      if (key !== sorted) {  // re-order the cards only when the sort changes (a keystroke just hides)
+        var field = key === "mean" ? "m" : key === "selectivity" ? "s" : null;
+        var order = units.slice();
+        if (field) order.sort(function (a, b) {  // unknown values last, ties by index
+          var x = a[field], y = b[field];
+          if (x === null && y === null) return a.u - b.u;
+          if (x === null) return 1;
+          if (y === null) return -1;
+          return y - x || a.u - b.u;
+        });
+        var frag = document.createDocumentFragment();
+        order.forEach(function (u) { frag.appendChild(u.el); });
+        grid.appendChild(frag);
+        sorted = key;
+      }
+      units.forEach(function (u) {
         var ok = !ts.length || matches(u.hay, ts);
-        u.el.hidden = !ok;
+        if (u.el.hidden === ok) u.el.hidden = !ok;
         if (ok) shown++;
-        frag.appendChild(u.el);
       });
-      grid.appendChild(frag);
       if (count) count.textContent = shown + " of " + units.length + " units";
     }
     if (sort) sort.addEventListener("change", apply);
