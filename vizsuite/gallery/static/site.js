@@ -157,5 +157,13 @@
     openLightbox(link);
   });
 
-  document.addEventListener("DOMContentLoaded", function () { initGrid(); initSearch(); });
+  // ---- layer page: scroll the small model graph to the highlighted layer
+  function centreGraph() {
+    var box = document.querySelector(".graph-mini"), here = box && box.querySelector("g.here rect");
+    if (!here) return;
+    var r = here.getBoundingClientRect(), b = box.getBoundingClientRect();
+    box.scrollTop += r.top - b.top - box.clientHeight / 2 + r.height / 2;
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { initGrid(); initSearch(); centreGraph(); });
 })();
