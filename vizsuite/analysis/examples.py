@@ -173,8 +173,8 @@ def activation_overlay(amap: np.ndarray, rf: ReceptiveField, y: int, x: int, ima
                        sign: float = 1.0) -> np.ndarray:
     """The unit's activation map (h x w) drawn over the crop `crop_field(..., y, x, out_px)`
     cuts: out_px x out_px RGBA uint8, each crop pixel coloured by the map at that image point
-    (bilinear; transparent off the map), opacity by `sign * value` / the map's peak (orange for
-    positive examples, blue for negative)."""
+    (bilinear; transparent off the map), opacity by sqrt(`sign * value` / the map's peak) (orange
+    for positive examples, blue for negative)."""
     h, w = amap.shape
     top, left, side = rf.box(y, x, image_size)
     at = (np.arange(out_px) + 0.5) * side / out_px - 0.5  # crop pixel -> image coordinate offset
@@ -197,7 +197,7 @@ def activation_overlay(amap: np.ndarray, rf: ReceptiveField, y: int, x: int, ima
     alpha = np.clip(vals / peak, 0, 1) * (iny[:, None] & inx[None, :])
     out = np.zeros((out_px, out_px, 4), np.uint8)
     out[..., :3] = (234, 88, 12) if sign >= 0 else (29, 78, 216)
-    out[..., 3] = (alpha * 200 + 0.5).astype(np.uint8)
+    out[..., 3] = (np.sqrt(alpha) * 200 + 0.5).astype(np.uint8)  # sqrt: the spread around a peak stays visible
     return out
 
 
