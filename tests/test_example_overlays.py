@@ -19,7 +19,7 @@ def test_overlay_peaks_at_the_position_that_fired():
     amap = np.zeros((8, 8))
     amap[3, 5] = 2.0
     over = activation_overlay(amap, rf, 3, 5, image_size=32, out_px=9)  # the crop around the max: 1 px = 1 px
-    assert over.shape == (9, 9, 4) and over[..., 3].max() == 200
+    assert over.shape == (9, 9, 4) and over[..., 3].max() == 230
     assert _peak(over) == (4, 4)  # the crop's centre
     # the crop of the position to its left: the hot spot sits one jump (4 px) right of the centre
     assert _peak(activation_overlay(amap, rf, 3, 4, image_size=32, out_px=9)) == (4, 8)

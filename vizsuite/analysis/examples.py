@@ -197,7 +197,7 @@ def activation_overlay(amap: np.ndarray, rf: ReceptiveField, y: int, x: int, ima
     alpha = np.clip(vals / peak, 0, 1) * (iny[:, None] & inx[None, :])
     out = np.zeros((out_px, out_px, 4), np.uint8)
     out[..., :3] = (234, 88, 12) if sign >= 0 else (29, 78, 216)
-    out[..., 3] = (np.sqrt(alpha) * 200 + 0.5).astype(np.uint8)  # sqrt: the spread around a peak stays visible
+    out[..., 3] = (np.sqrt(alpha) * 230 + 0.5).astype(np.uint8)  # sqrt: the spread around a peak stays visible
     return out
 
 
