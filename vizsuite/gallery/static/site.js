@@ -66,12 +66,13 @@
     grid.appendChild(frag);
     var sort = document.getElementById("unit-sort"), filter = document.getElementById("unit-filter"),
         count = document.getElementById("unit-count");
-    var sorted = "index";
+    var sorted = "listed";
     function apply() {
-      var key = sort ? sort.value : "index", ts = terms(filter ? filter.value : ""), shown = 0;
+      var key = sort ? sort.value : "listed", ts = terms(filter ? filter.value : ""), shown = 0;
       if (key !== sorted) {  // re-order the cards only when the sort changes (a keystroke just hides)
         var field = key === "mean" ? "m" : key === "selectivity" ? "s" : null;
-        var order = units.slice();
+        var order = units.slice();  // "listed": the page's own order (e.g. features by frequency)
+        if (key === "index") order.sort(function (a, b) { return a.u - b.u; });
         if (field) order.sort(function (a, b) {  // unknown values last, ties by index
           var x = a[field], y = b[field];
           if (x === null && y === null) return a.u - b.u;
