@@ -2,7 +2,7 @@
 sample photos plus augmentation (flips, seeded crops), 8x expansion (896 features).
 
     python benchmarks/dictionary.py [--layer blocks.4] [--expansion 8] [--k 24] [--epochs 30]
-                                    [--augment 16] [--methods topk,batchtopk,nmf] [--threads 2]
+                                    [--augment 16] [--skimage] [--methods topk,batchtopk,nmf] [--threads 2]
 
 For each method: the activation pass (vectors/s streamed into the reservoir), training, two-seed
 stability, the held-out evaluation (R², L0, dead fraction, top-1 agreement and KL with blocks.4
@@ -26,30 +26,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def augment(photos: Path, out: Path, per_photo: int, seed: int) -> int:
-    """Each photo, its mirror and seeded random crops (60-95 % of the side, half of them mirrored)."""
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "colorwheel", "motorcycle_left", "cat")
+
+
+def photos(src: Path, out: Path, skimage: bool) -> int:
+    """The sample photos (and, with `skimage`, scikit-image's colour photos) as PNGs in `out`."""
+    import shutil
+
     import numpy as np
-    from PIL import ImageOps
+    from PIL import Image
 
-    from vizsuite.images import find_images, load_image
+    from vizsuite.images import find_images
 
-    rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for path in find_images(photos):
-        img = load_image(path)
-        variants = [img, ImageOps.mirror(img)]
-        while len(variants) < per_photo:
-            w, h = img.size
-            f = rng.uniform(0.6, 0.95)
-            cw, ch = int(w * f), int(h * f)
-            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            crop = img.crop((x0, y0, x0 + cw, y0 + ch))
-            variants.append(ImageOps.mirror(crop) if rng.random() < 0.5 else crop)
-        for i, v in enumerate(variants):
-            v.convert("RGB").save(out / f"{path.stem}_{i:02d}.png")
-            n += 1
-    return n
+    for path in find_images(src):
+        shutil.copy(path, out / path.name)
+    if skimage:
+        import skimage.data as data
+
+        for name in SKIMAGE_PHOTOS:
+            try:
+                arr = getattr(data, name)()
+            except Exception:  # noqa: BLE001  (a dataset file this install lacks)
+                continue
+            if arr.ndim == 3 and arr.shape[2] >= 3:
+                Image.fromarray(np.ascontiguousarray(arr[..., :3]).astype(np.uint8)).save(out / f"sk_{name}.png")
+    return len(find_images(out))
 
 
 def one(args) -> None:
@@ -67,7 +70,8 @@ def one(args) -> None:
     cfg = TrainConfig(args.one, args.expansion * channels, k=args.k, epochs=args.epochs, batch_size=1024,
                       lr=args.lr, nmf_iters=args.nmf_iters, nmf_max_vectors=args.nmf_vectors)
     t0 = time.perf_counter()
-    r = train_dictionary(model, args.layer, args.images, cfg, seed=0, with_stability=True, progress=False)
+    r = train_dictionary(model, args.layer, args.images, cfg, seed=0, with_stability=True, progress=False,
+                         augment=args.augment)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     m, s, tr = r.metrics, r.stability, r.train
@@ -100,7 +104,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--nmf-iters", type=int, default=60)
     ap.add_argument("--nmf-vectors", type=int, default=5_000)
-    ap.add_argument("--augment", type=int, default=16, help="images per photo (original, mirror, crops)")
+    ap.add_argument("--augment", type=int, default=16,
+                    help="views per training photo (original, mirror, seeded crops: vizsuite's --augment)")
+    ap.add_argument("--skimage", action="store_true", help="add scikit-image's colour photos to the sample photos")
     ap.add_argument("--methods", default="topk,batchtopk,nmf")
     ap.add_argument("--compare", action="store_true",
                     help="also compare neurons and features (dictionary.compare: class entropy of top-8 "
@@ -116,7 +122,7 @@ def main() -> None:
         return
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        n = augment(Path(args.photos), Path(tmp) / "imgs", args.augment, seed=0)
+        n = photos(Path(args.photos), Path(tmp) / "imgs", args.skimage)
         rows = []
         for method in args.methods.split(","):
             cmd = [sys.executable, __file__, "--one", method, "--images", str(Path(tmp) / "imgs")] + \
@@ -129,9 +135,10 @@ def main() -> None:
     load_after = os.getloadavg()
     lines = [
         "# Sparse dictionaries on efficientnet_lite0 blocks.4", "",
-        f"`python benchmarks/dictionary.py` — {n} images ({n // args.augment} sample photos x {args.augment}: "
-        f"original, mirror, seeded crops), {args.layer} (112 channels, 14x14), {args.expansion}x expansion, "
-        f"10 % of images held out (by image), every position of every training image, two seeds for stability "
+        f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}` — {n} photos, 10 % of them held out "
+        f"(never augmented), the rest read as {args.augment} views each (`--augment`: original, mirror, seeded "
+        f"crops), {args.layer} (112 channels, 14x14), {args.expansion}x expansion, "
+        f"every position of every training view, two seeds for stability "
         f"(one-to-one Hungarian matching of decoder rows). {platform.processor() or platform.machine()}, "
         f"{args.threads} threads, torch {__import__('torch').__version__}. Machine shared with other work: "
         f"load average {load[0]:.2f} before, {load_after[0]:.2f} after (`os.getloadavg`, 2 cores).", "",

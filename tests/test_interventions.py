@@ -332,3 +332,26 @@ def test_cli_ablate_resample_skips_unreadable_images(images, tmp_path):
     assert abs(items[1]["effect"]) < 1e-6 and items[0]["effect_std"] > 0
     fx = ablation_effects(TINY_MODEL(), ["relu:0"], folder, target=0)
     assert len(fx.images) == 6 and not any("broken" in n for n in fx.images)
+
+
+def test_class_effects_equal_a_naive_loop_over_every_class(tiny, images):
+    """What a unit does: the mean change of every class's probability equals one full forward
+    per ablated unit; the used unit moves class 0, its exact copy moves nothing."""
+    from vizsuite.interventions import class_effects
+
+    x = _load(images)
+    ce = class_effects(tiny, "relu", images, mode="mean")
+    stats = reference_stats(tiny, images, "relu")
+    with torch.no_grad():
+        p0 = torch.softmax(tiny(x).double(), 1)
+        naive = []
+        for u in layer_units("relu", 4):
+            with intervene(tiny, [mean_ablate(u, stats)]) as h:
+                h(x)
+                naive.append((torch.softmax(h.output.double(), 1) - p0).mean(0).numpy())
+    assert np.allclose(ce.delta, np.stack(naive), atol=1e-6)
+    assert np.allclose(ce.baseline, p0.mean(0).numpy(), atol=1e-6)
+    assert np.abs(ce.delta[COPY]).max() < 1e-7 and np.abs(ce.delta[USED]).max() > 1e-3
+    drops, rises = ce.top(USED, 2, "drop"), ce.top(USED, 2, "rise")
+    assert all(d < 0 for _, d in drops) and all(r > 0 for _, r in rises)
+    assert _hooks_left(tiny) == 0

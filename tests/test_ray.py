@@ -25,8 +25,9 @@ TINY = str(ROOT / "tests" / "models" / "tiny_gallery_model.py") + ":spec"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray instance (2 CPUs) for the module; run_tasks reuses it and leaves it up."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    """One local Ray instance (2 CPUs, and 1 logical GPU: Ray schedules by declared resources, so
+    GPU requests are testable without one) for the module; run_tasks reuses it and leaves it up."""
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -49,6 +50,25 @@ def slow_task(task, ctx):
 
 def slow_tasks(count: int, delay: float = 0.5):
     return [make_task("test_slow", n=i, delay=delay) for i in range(count)]
+
+
+@register_task("test_gpu_ids")
+def gpu_ids(task, ctx):
+    return {"gpus": [int(g) for g in ray.get_gpu_ids()], "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def test_gpus_per_worker_are_asked_of_ray(tmp_path, local_ray):
+    """--gpus-per-worker 1: each worker is given one GPU by Ray (CUDA_VISIBLE_DEVICES set for
+    it); more GPUs than the cluster has is one clear error, not a build that waits forever."""
+    tasks = [make_task("test_gpu_ids", n=i) for i in range(2)]
+    report = run_tasks(tasks, tmp_path / "g", progress=False, executor="ray", gpus_per_worker=1)
+    for t in tasks:
+        assert report.result(t).meta["gpus"] == [0] and report.result(t).meta["visible"] == "0"
+    plain = run_tasks([make_task("test_gpu_ids", n=9)], tmp_path / "c", progress=False, executor="ray")
+    assert list(plain.results.values())[0].meta["gpus"] == []
+    with pytest.raises(UserError, match="has 1 GPU"):
+        run_tasks([make_task("test_gpu_ids", n=5)], tmp_path / "h", progress=False, executor="ray",
+                  gpus_per_worker=2)
 
 
 def test_ray_results_equal_local(tmp_path, local_ray):
@@ -113,6 +133,52 @@ def test_gallery_on_ray_is_identical_to_local(tmp_path, local_ray):
     assert [k for k in a if a[k] != b[k]] == []
     manifests = [json.loads((tmp_path / s / "manifest.json").read_text()) for s in ("local", "ray")]
     assert manifests[0]["items"] == manifests[1]["items"]  # all but the timestamp and argv
+
+
+def test_ablation_sweep_on_ray_equals_local_and_resumes(tmp_path, local_ray):
+    """`vizsuite ablate` runs as tasks: on Ray the same effects.csv, byte for byte; a rerun reuses
+    every finished chunk."""
+    import numpy as np
+    from PIL import Image
+
+    from .cli_helpers import run_cli
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(imgs / f"i{i}.png")
+    args = ["ablate", TINY, "--layer", "relu2", "--images", str(imgs), "--target", "1", "--units-per-task", "3"]
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "local"))
+    assert code == 0, err
+    assert "3 tasks: 3 computed" in out, out  # relu2's 8 channels, 3 per task
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", local_ray)
+    assert code == 0, err
+    assert (tmp_path / "local" / "effects.csv").read_bytes() == (tmp_path / "ray" / "effects.csv").read_bytes()
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "ray"))
+    assert code == 0 and "0 computed, 3 reused" in out, (out, err)
+
+
+def test_describe_on_ray_equals_local(tmp_path, local_ray):
+    """`vizsuite describe --executor ray`: the same descriptions.json as the local run."""
+    import numpy as np
+    from PIL import Image
+
+    from .cli_helpers import run_cli
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(imgs / f"i{i}.png")
+    args = ["describe", TINY, "--units", "relu2:0", "relu2:3", "relu3:1", "--images", str(imgs), "--views", "2",
+            "--causal", "2", "--quiet"]
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "local"))
+    assert code == 0, err
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", local_ray)
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / d / "descriptions.json").read_text())["items"] for d in ("local", "ray"))
+    assert a == b and len(a) == 3
 
 
 def test_without_ray_one_line(monkeypatch):

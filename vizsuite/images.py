@@ -91,6 +91,24 @@ def resize_center_crop(img: Image.Image, size: int, crop_pct: float = 0.875) -> 
     return img.crop((left, top, left + size, top + size))
 
 
+def augmented_views(img: Image.Image, views: int, seed: int, index: int) -> list[Image.Image]:
+    """`views` images of one photo: itself, its mirror, then seeded random crops (60-95 % of
+    each side, half of them mirrored). The draws depend only on (seed, index): image `index` of
+    a list gets the same views whatever else is in the list (docs/conventions.md: randomness)."""
+    if views < 1:
+        raise UserError(f"augmentation views must be at least 1, got {views}")
+    rng = np.random.default_rng([int(seed), int(index)])
+    out = [img, ImageOps.mirror(img)][:views]
+    w, h = img.size
+    while len(out) < views:
+        f = rng.uniform(0.6, 0.95)
+        cw, ch = max(1, int(w * f)), max(1, int(h * f))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+        out.append(ImageOps.mirror(crop) if rng.random() < 0.5 else crop)
+    return out
+
+
 def to_array(img: Image.Image) -> np.ndarray:
     """PIL RGB -> float32 H x W x 3 in [0, 1]."""
     return np.asarray(img, dtype=np.float32) / 255.0

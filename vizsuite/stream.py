@@ -53,6 +53,9 @@ class Reducer:
     layers: tuple[str, ...] = ()
     needs_logits: bool = False
     needs_grad: bool = False
+    #: accepts augmented views (several batch rows with the same image index); reducers that
+    #: go back to the image file (crops of top examples) do not
+    views_ok: bool = False
 
     def start(self, paths: Sequence[Path]) -> None:
         """Called once before the first batch with the whole image list."""
@@ -81,21 +84,26 @@ class PassInfo:
     seconds: float = 0.0
 
 
-def image_batches(paths: Sequence, size: int, crop_pct: float, batch_size: int):
+def image_batches(paths: Sequence, size: int, crop_pct: float, batch_size: int, augment: Optional[tuple] = None):
     """(indices, tensor) batches of images resized and centre-cropped as the model sees them;
-    an unreadable image yields ([i], None)."""
-    from .images import load_image, resize_center_crop, to_array
+    an unreadable image yields ([i], None). augment=(views, seed): each image is read as
+    `images.augmented_views` (its index repeated once per view)."""
+    from .images import augmented_views, load_image, resize_center_crop, to_array
 
     idx, arrays = [], []
     for i, p in enumerate(paths):
         try:
-            arr = to_array(resize_center_crop(load_image(p), size, crop_pct))
+            img = load_image(p)
+            imgs = augmented_views(img, augment[0], augment[1], i) if augment else [img]
+            views = [to_array(resize_center_crop(v, size, crop_pct)) for v in imgs]
         except UserError:
             yield [i], None
             continue
-        idx.append(i)
-        arrays.append(arr)
-        if len(arrays) == batch_size:
+        for arr in views:
+            idx.append(i)
+            arrays.append(arr)
+            if len(arrays) < batch_size:
+                continue
             yield idx, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
             idx, arrays = [], []
     if arrays:
@@ -112,10 +120,12 @@ def _paths(images) -> list[Path]:
 
 def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, progress: bool = True,
            desc: str = "activations", cache_dir: Optional[str | os.PathLike] = None,
-           fast: bool = True) -> PassInfo:
+           fast: bool = True, augment: Optional[tuple[int, int]] = None) -> PassInfo:
     """Run the pass for `reducers` over `images` (a folder or a list of paths); see module doc.
 
-    fast: run on the frozen inference copy (batch norms folded outside the read layers)."""
+    fast: run on the frozen inference copy (batch norms folded outside the read layers).
+    augment: (views, seed) reads each image as `images.augmented_views` (itself, its mirror,
+    seeded crops), for reducers that accept views (`Reducer.views_ok`)."""
     from tqdm import tqdm
 
     from .capture import inference_copy
@@ -126,6 +136,12 @@ def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, 
     paths = _paths(images)
     if not paths:
         raise UserError("no images to stream activations from")
+    if augment is not None and (augment[0] <= 1):
+        augment = None  # one view is the image itself
+    if augment is not None:
+        refused = [type(r).__name__ for r in reducers if not r.views_ok]
+        if refused:
+            raise UserError(f"{', '.join(refused)} cannot read augmented views")
     start = time.perf_counter()
     info = PassInfo(len(paths))
     size, crop_pct = model.input_size, model.spec.crop_pct
@@ -133,6 +149,8 @@ def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, 
     keys = {}
     if cache is not None:
         base = [STREAM_VERSION, model_fingerprint(model), image_list_signature(paths), size, crop_pct, fast]
+        if augment is not None:  # keys of unaugmented passes stay what they were
+            base.append(["augment", int(augment[0]), int(augment[1])])
         for r in reducers:
             k = r.key()
             if k is not None:
@@ -159,7 +177,7 @@ def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, 
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)
     seen = 0
     with Hooks(net, layers, stop_early=not logits, detach=not grad) as h:
-        for idx, batch in image_batches(paths, size, crop_pct, batch_size):
+        for idx, batch in image_batches(paths, size, crop_pct, batch_size, augment):
             if batch is None:
                 info.skipped += 1
                 bar.update(1)
@@ -174,7 +192,7 @@ def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, 
                 for r in todo:
                     r.update(b)
             seen += len(idx)
-            bar.update(len(idx))
+            bar.update(len(set(idx)) if augment else len(idx))
     bar.close()
     if not seen:
         raise UserError("no readable images")
@@ -297,6 +315,19 @@ class TopK:
         self.values = top.values
         self.images = torch.gather(all_i, 1, top.indices)
         self.yx = torch.gather(all_yx, 1, top.indices.unsqueeze(-1).expand(-1, -1, 2))
+
+
+def unit_values(act: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
+    """N x U: each unit's value (`Unit.value`: its position, else its reduction over positions),
+    one encode per basis."""
+    from .units import reduce_map
+
+    maps = _unit_maps(act, units)
+    if maps.dim() == 2:
+        return maps
+    cols = [maps[:, j, u.y, u.x] if u.y is not None else reduce_map(maps[:, j], u.reduce)
+            for j, u in enumerate(units)]
+    return torch.stack(cols, dim=1)
 
 
 def _extremes(maps: torch.Tensor, largest: bool):

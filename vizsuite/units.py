@@ -368,6 +368,23 @@ def _basis_in_folder(folder: Path) -> Path:
     raise UserError(f"basis folder {folder} has {what}")
 
 
+def named_paths(specs: Iterable[str] | None, what: str, placeholder: str = "PATH") -> list[tuple[str, str]]:
+    """`NAME=PATH` options (`--basis`, `--concept`, repeatable) -> [(name, path)]; UserError for
+    a malformed one, a bad name or a name given twice."""
+    out: dict[str, str] = {}
+    for spec in specs or ():
+        name, sep, path = str(spec).partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise UserError(f"bad --{what} {spec!r}: expected NAME={placeholder}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise UserError(f"bad {what} name {name!r}: use letters, digits, _ . -")
+        if name in out:
+            raise UserError(f"{what} {name!r} given twice")
+        out[name] = path
+    return list(out.items())
+
+
 class BasisSet(dict):
     """NAME -> Basis, as given by `--basis NAME=PATH` (repeatable; PATH a basis file or a folder
     holding basis.npz)."""
@@ -375,15 +392,7 @@ class BasisSet(dict):
     @classmethod
     def from_args(cls, specs: Iterable[str] | None) -> "BasisSet":
         out = cls()
-        for spec in specs or ():
-            name, sep, path = str(spec).partition("=")
-            name = name.strip()
-            if not sep or not name or not path:
-                raise UserError(f"bad --basis {spec!r}: expected NAME=PATH")
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise UserError(f"bad basis name {name!r}: use letters, digits, _ . -")
-            if name in out:
-                raise UserError(f"basis {name!r} given twice")
+        for name, path in named_paths(specs, "basis"):
             out[name] = load_basis(path, name)
         return out
 

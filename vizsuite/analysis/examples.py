@@ -307,5 +307,12 @@ def dataset_task_params(model, layer: str, images_dir: str | os.PathLike, *, k: 
     paths = find_images(images_dir)
     return {"model": model_fingerprint(model), "layer": layer, "images_dir": str(Path(images_dir).resolve()),
             "images_signature": image_list_signature(paths), "k": int(k), "crop_px": int(crop_px),
-            "units": None if units is None else [int(u) for u in units],
+            "units": None if units is None else [_unit_param(u) for u in units],
             **({"overlays": True} if overlays else {})}  # absent when off: earlier builds' keys still match
+
+
+def _unit_param(u):
+    """A channel stays its index (the keys of existing builds); another unit is its record."""
+    if isinstance(u, Unit) and not (u.is_channel and u.y is None):
+        return u.to_json()
+    return int(u.index if isinstance(u, Unit) else u)

@@ -19,7 +19,7 @@ from ..errors import UserError
 from .common import check_seed
 
 COMMANDS = ["models", "layers", "predict", "render", "attribute", "gallery", "atlas", "explain", "ablate", "patch",
-            "dictionary"]
+            "dictionary", "describe"]
 
 
 class _Parser(argparse.ArgumentParser):

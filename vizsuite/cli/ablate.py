@@ -8,7 +8,8 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_basis_arg, add_model_args, add_quiet, bases_from_args, check_units, model_from_args
+from .common import (add_basis_arg, add_executor_args, add_model_args, add_quiet, bases_from_args, check_units,
+                     executor_options, image_folder, model_from_args)
 
 
 def register(sub) -> None:
@@ -32,20 +33,13 @@ def register(sub) -> None:
     p.add_argument("--chunk", type=int, metavar="N", help="ablated copies per forward (default 48)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resample pairing (default 0)")
     add_basis_arg(p)
+    p.add_argument("--units-per-task", type=int, default=32, metavar="N",
+                   help="units per task (default 32): the sweep runs as tasks (OUT/.cache/tasks), so a rerun "
+                        "reuses finished ones and --executor ray spreads them over a cluster")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    add_executor_args(p)
     add_quiet(p)
     p.set_defaults(func=run)
-
-
-def _folder(path: str, flag: str) -> Path:
-    from ..images import find_images
-
-    d = Path(path)
-    if not d.is_dir():
-        raise UserError(f"{flag} {path}: not a folder")
-    if not find_images(d):
-        raise UserError(f"{flag} {path}: no images found")
-    return d
 
 
 def _validate(args) -> None:
@@ -53,14 +47,15 @@ def _validate(args) -> None:
 
     if args.mode not in MODES:
         raise UserError(f"unknown --mode {args.mode!r} (choose {', '.join(MODES)})")
-    for name, value in (("--batch-size", args.batch_size), ("--chunk", args.chunk)):
+    for name, value in (("--batch-size", args.batch_size), ("--chunk", args.chunk),
+                        ("--units-per-task", args.units_per_task)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1")
     if args.reference and args.mode != "mean":
         raise UserError("--reference applies to --mode mean only")
-    _folder(args.images, "--images")
+    image_folder(args.images, "--images")
     if args.reference:
-        _folder(args.reference, "--reference")
+        image_folder(args.reference, "--reference")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
@@ -85,8 +80,10 @@ def run(args) -> int:
     from ..capture import list_layers
     from ..errors import close_matches
     from ..fileio import write_manifest, write_text
-    from ..interventions import ablation_effects
     from ..interventions.report import render_ablation
+    from ..tasks import run_tasks
+    from ..tasks.effects import ablation_tasks, merge_chunks
+    from ..units import layer_units
 
     _validate(args)
     bases = bases_from_args(args)
@@ -96,17 +93,33 @@ def run(args) -> int:
         by_name = {info.name: info for info in layers}
         if args.layer not in by_name:
             raise UserError(f"unknown layer {args.layer!r}{close_matches(args.layer, by_name)}")
-        what = args.layer
         layer = args.layer
+        if not by_name[layer].channels:
+            raise UserError(f"layer {layer} has no channels to ablate")
+        units = layer_units(layer, by_name[layer].channels)
     else:
         units = [u for u, _ in check_units(model, args.units, bases, layers)]
         if len({u.layer for u in units}) != 1:
             raise UserError("--units must all be of one layer (run once per layer)")
-        what, layer = units, units[0].layer
+        layer = units[0].layer
     target = check_target(model, args.target, bases, args.prob, layers)
-    fx = ablation_effects(model, what, _folder(args.images, "--images"), target, mode=args.mode,
-                          reference=args.reference, bases=bases, batch_size=args.batch_size, chunk=args.chunk,
-                          seed=args.seed, progress=not args.quiet)
+    options = executor_options(args, model)
+    # the engine's own checks (a target computed before the layer, outputs that are no tensor)
+    # on one image and unit, before any task or file exists
+    from ..images import find_images
+    from ..interventions import ablation_effects
+
+    try:
+        ablation_effects(model, units[:1], find_images(args.images)[:8], target, mode="zero")
+    except UserError as exc:
+        if "no readable images" not in str(exc):  # the sweep itself skips unreadable images
+            raise
+    tasks = ablation_tasks(model, units, args.images, target, mode=args.mode, reference=args.reference,
+                           batch_size=args.batch_size, chunk=args.chunk, seed=args.seed,
+                           units_per_task=args.units_per_task)
+    report = run_tasks(tasks, Path(args.output) / ".cache" / "tasks", model=model if options["loader"] is None else None,
+                       progress=not args.quiet, desc="ablate", **options)
+    fx = merge_chunks(units, target, args.mode, [report.result(t).value for t in tasks])
     n = len(fx.exact)
     order = fx.ranking("abs")
     effect, std, est = fx.effect, fx.effect_std, fx.estimate
@@ -136,5 +149,5 @@ def run(args) -> int:
                     seconds=fx.seconds)
     if not args.quiet:
         print(f"ablated {len(rows)} unit(s) of {layer} on {n} image(s): {out}/report.html "
-              f"(estimate rank correlation {rho:.3f})")
+              f"(estimate rank correlation {rho:.3f}; {report.summary()})")
     return 0

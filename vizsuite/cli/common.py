@@ -74,6 +74,20 @@ def check_output(path) -> None:
     check_output_dir(path)
 
 
+def image_folder(path: str, flag: str):
+    """A folder holding images (UserError naming the flag otherwise)."""
+    from pathlib import Path
+
+    from ..images import find_images
+
+    d = Path(path)
+    if not d.is_dir():
+        raise UserError(f"{flag} {path}: not a folder")
+    if not find_images(d):
+        raise UserError(f"{flag} {path}: no images found")
+    return d
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

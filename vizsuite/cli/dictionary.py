@@ -39,6 +39,9 @@ def register(sub) -> None:
                    help="activation vectors kept for training (a seeded uniform sample beyond it; default 256)")
     p.add_argument("--positions", type=int, default=None, metavar="P",
                    help="read only P seeded random positions per image (default: every position)")
+    p.add_argument("--augment", type=int, default=1, metavar="V",
+                   help="views per training image: itself, its mirror, seeded crops (default 1: none); "
+                        "held-out images are never augmented")
     p.add_argument("--heldout", type=float, default=0.1, metavar="FRAC",
                    help="fraction of images held out for the metrics (default 0.1)")
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per forward (default 16)")
@@ -58,6 +61,8 @@ def _check(args):
         raise UserError("--memory-mb must be positive")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if not 1 <= args.augment <= 256:
+        raise UserError(f"--augment must be in 1..256, got {args.augment}")
     if args.positions is not None and args.positions < 1:
         raise UserError("--positions must be at least 1")
     if not 0 <= args.heldout < 1:
@@ -92,7 +97,8 @@ def run(args) -> int:
     name = args.name or Path(args.out).resolve().name
     result = train_dictionary(model, args.layer, args.images, cfg, seed=args.seed, budget_mb=args.memory_mb,
                               positions=args.positions, heldout=args.heldout, with_stability=args.stability,
-                              batch_size=args.batch_size, progress=not args.quiet, name=name)
+                              batch_size=args.batch_size, progress=not args.quiet, name=name,
+                              augment=args.augment)
     write_dictionary(result, args.out, model_name=model.name)
     m = result.metrics
     where = "held-out" if m["heldout"] else "training-image (nothing held out)"

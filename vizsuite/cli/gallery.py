@@ -11,11 +11,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..limits import check_size
-from .common import (add_executor_args, add_model_args, add_quiet, check_output, check_seed, executor_options,
-                     model_from_args)
+from .common import (add_basis_arg, add_executor_args, add_model_args, add_quiet, bases_from_args, check_output,
+                     check_seed, executor_options, model_from_args)
 
 SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
-             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out"}
+             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out", "ablation"}
 
 
 def register(sub) -> None:
@@ -38,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
     p.add_argument("--circuit", action="append", metavar="LAYER:UNIT", default=None,
                    help="also draw this unit's circuit over two earlier layers (repeatable)")
+    add_basis_arg(p)
+    p.add_argument("--ablation", choices=("mean", "zero", "none"), default=None,
+                   help="how neuron pages measure what a unit does and uses, with --images (default mean: "
+                        "the unit set to its mean over the images; none: skip)")
     add_executor_args(p)
     add_quiet(p)
     p.set_defaults(func=run)
@@ -91,6 +95,7 @@ SPEC_TYPES = {
     "images": (lambda v: isinstance(v, str), "a path (string)"),
     "circuits": (lambda v: _is_str_list(v), 'a list of "LAYER:UNIT" strings'),
     "out": (lambda v: isinstance(v, str), "a path (string)"),
+    "ablation": (lambda v: v in ("mean", "zero", "none"), '"mean", "zero" or "none"'),
     **{k: (_is_int, "an integer") for k in ("steps", "size", "diversity", "k", "fan", "seed", "jobs")},
 }
 
@@ -137,9 +142,36 @@ def _units(text, channels: int) -> list[int]:
     return list(range(min(n, channels)))
 
 
+def _feature_units(text, basis, channels: int) -> list[int]:
+    """--units for a feature layer: `all`, a list, or the N most frequent features (by the
+    frequencies the dictionary recorded beside its basis file, `features.json`; else index order)."""
+    import json
+
+    size = basis.size(channels)
+    order = list(range(size))
+    listing = Path(basis.path).parent / "features.json" if basis.path else None
+    if listing is not None and listing.is_file():
+        try:
+            ranked = [int(f["index"]) for f in json.loads(listing.read_text("utf-8"))["features"]]
+            order = ranked + [f for f in order if f not in set(ranked)]
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable listing: index order
+    text = 8 if text is None else text
+    if not isinstance(text, list) and (str(text).strip() == "all" or str(text).strip().lstrip("-").isdigit()):
+        n = size if str(text).strip() == "all" else int(text)
+        if n < 1:
+            raise UserError(f"--units must be at least 1, got {n}")
+        return sorted(order[:n])
+    picked = _units(text, size)
+    bad = [f for f in picked if not 0 <= f < size]
+    if bad:
+        raise UserError(f"feature {bad[0]} out of range: basis {basis.name!r} has {size} features")
+    return picked
+
+
 def run(args) -> int:
     from ..capture import list_layers
-    from ..units import check_unit, parse_unit
+    from ..units import Unit, check_unit, parse_unit
     from ..errors import close_matches
     from ..gallery.build import GalleryConfig, build_gallery
 
@@ -166,15 +198,22 @@ def run(args) -> int:
         [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else list(model.spec.default_layers))
     if not layers:
         raise UserError(f"model {model.name} has no default layers; pass --layers")
-    for layer in layers:
+    bases = bases_from_args(args)
+    for key in layers:
+        layer, _, name = key.partition("/")
         if layer not in by_name:
             raise UserError(f"unknown layer {layer!r}{close_matches(layer, by_name)}")
         if len(by_name[layer].shape) != 3:
             raise UserError(f"layer {layer} has no spatial positions (shape {by_name[layer].shape}); "
                             f"galleries need convolutional layers")
+        if name:
+            basis = bases.get_basis(name)
+            check_unit(Unit(layer, 0, basis=basis), info)  # a basis for another layer or model: exit 2
     order = [i.name for i in info]
-    layers.sort(key=order.index)
-    units = {layer: _units(args.units, by_name[layer].channels) for layer in layers}
+    layers.sort(key=lambda key: (order.index(key.partition("/")[0]), key))
+    units = {key: _units(args.units, by_name[key].channels) if "/" not in key else
+             _feature_units(args.units, bases[key.partition("/")[2]], by_name[key.partition("/")[0]].channels)
+             for key in layers}
     circuits, circuit_layers = [], {}
     for text in args.circuit or []:
         unit = parse_unit(text)
@@ -192,7 +231,8 @@ def run(args) -> int:
     cfg = GalleryConfig(layers=layers, units=units, images=args.images,
                         k=args.k or 6, fan=args.fan or 4,
                         diversity=4 if args.diversity is None else args.diversity,
-                        seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers)
+                        seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers,
+                        ablation=args.ablation or "mean", bases=dict(bases))
     report = build_gallery(model, args.out, cfg, progress=not args.quiet, **executor_options(args, model))
     print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
     return 0

@@ -32,6 +32,8 @@ class VectorReservoir(Reducer):
     Vitter's algorithm R, vectorized per batch). `positions`: read only that many seeded random
     positions per image (None: all). Memory is the budget, whatever the folder's size."""
 
+    views_ok = True  # a vector is a vector: augmented views add training data
+
     def __init__(self, layer: str, budget_bytes: int, seed: int = 0, positions: Optional[int] = None):
         if budget_bytes < 1024:
             raise UserError(f"memory budget too small ({budget_bytes} bytes)")
@@ -109,21 +111,26 @@ class HeldOutEval(Reducer):
 
     def update(self, batch: Batch) -> None:
         x = batch.images.to(self.device)
-        store: dict = {}
+        ran = []
 
         def swap(out):
-            codes = self.basis.encode(out.float())
-            rec = self.basis.decode(codes).to(out.dtype)
-            store.update(act=out.detach(), codes=codes.detach(), rec=rec.detach())
-            return rec
+            # one image at a time: the working memory is one image's codes, not the batch's
+            rows = []
+            for i in range(out.shape[0]):
+                a = out[i:i + 1].float()
+                codes = self.basis.encode(a)
+                rec = self.basis.decode(codes)
+                self.recon.update(vectors(a, self.layer), vectors(rec, self.layer), vectors(codes, self.layer))
+                rows.append(rec.to(out.dtype))
+                del codes
+            ran.append(True)
+            return torch.cat(rows)
         with torch.no_grad():
             with Hooks(self.net, (), [replace(self.layer, swap)], stop_early=False):
                 edited = self.net(x)
             clean = self.net(x)
-        if not store:
+        if not ran:
             raise UserError(f"layer {self.layer} did not run in the forward pass")
-        self.recon.update(vectors(store["act"].float(), self.layer), vectors(store["rec"].float(), self.layer),
-                          vectors(store["codes"], self.layer))
         self.effect.update(clean, edited)
 
     def result(self) -> dict:

@@ -109,8 +109,10 @@ def train_r2(basis: Dictionary, x: torch.Tensor, chunk: int = 2048) -> float:
 def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int = 0,
                      budget_mb: float = 256.0, positions: Optional[int] = None, heldout: float = 0.1,
                      with_stability: bool = False, batch_size: int = 16, progress: bool = True,
-                     name: Optional[str] = None) -> DictionaryResult:
-    """See module doc. `images`: a folder or a list of paths."""
+                     name: Optional[str] = None, augment: int = 1) -> DictionaryResult:
+    """See module doc. `images`: a folder or a list of paths. augment: views per training image
+    (itself, its mirror, seeded crops: `images.augmented_views`); held-out images are read
+    as they are, and the split is by image, so no view of a held-out image is trained on."""
     from ..capture import inference_copy
     from ..hooks import resolve
     from ..stream import _paths, stream
@@ -125,7 +127,7 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
     t0 = time.perf_counter()
     res = VectorReservoir(layer, int(budget_mb * 2 ** 20), seed=seed, positions=positions)
     info = stream(model, train_paths, [res], batch_size=batch_size, progress=progress,
-                  desc=f"activations {layer}")
+                  desc=f"activations {layer}", augment=(int(augment), seed) if augment > 1 else None)
     x = res.data
     t_stream = time.perf_counter() - t0
     basis, tinfo = fit_basis(x, cfg, seed, layer=layer, model=fp, name=name, progress=progress)
@@ -152,7 +154,7 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
     metrics["train_r2"] = train_r2(basis, x)
     metrics["heldout_images"] = len(held_paths)
     metrics["heldout"] = bool(held_paths)
-    train = {"images": len(train_paths), "skipped": info.skipped, "vectors_seen": res.seen,
+    train = {"images": len(train_paths), "augment": int(augment), "skipped": info.skipped, "vectors_seen": res.seen,
              "vectors_kept": res.filled, "reservoir_capacity": res.capacity, "budget_mb": budget_mb,
              "sampled": res.seen > res.filled, "positions_per_image": positions, "channels": int(x.shape[1]),
              "normalization": {"shift": "per-channel mean" if cfg.method != "nmf" else "none",

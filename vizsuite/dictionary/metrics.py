@@ -84,7 +84,14 @@ class Reconstruction:
     active: float = 0.0
     fires: Optional[torch.Tensor] = None
 
+    #: rows per float64 step: the sums are exact in float64 without a float64 copy of the batch
+    ROWS = 4096
+
     def update(self, x: torch.Tensor, x_hat: torch.Tensor, codes: torch.Tensor) -> None:
+        if x.shape[0] > self.ROWS:
+            for i in range(0, x.shape[0], self.ROWS):
+                self.update(x[i:i + self.ROWS], x_hat[i:i + self.ROWS], codes[i:i + self.ROWS])
+            return
         x, x_hat = x.double(), x_hat.double()
         if self.sum_x is None:
             self.sum_x = torch.zeros(x.shape[1], dtype=torch.float64)

@@ -12,7 +12,9 @@ they finish, through `run_tasks(expand=...)`). Kinds used (registered in `vizsui
 - `circuit_graph`: a `--circuit` unit with its strongest inputs over two earlier layers;
 - `model_graph`: the meaningful-layer graph and receptive fields for the index;
 - `render_unit` with a spatial unit (`LAYER:K@Y,X`, objective `neuron`): each unit's centre
-  neuron page.
+  neuron page;
+- `unit_effects` (batched by layer; with an image folder): what the unit does (classes whose
+  probability drops / rises when it is ablated) and its measured input edges over its examples.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..images import find_images
 from ..tasks import BuildReport, Task, make_task, model_fingerprint, run_tasks
 from . import pages as P
 from ..analysis.examples import dataset_task_params
+from ..tasks.effects import outputs_note
 from ..tasks.renders import recipe_with_defaults, unit_render_task
 
 
@@ -49,6 +52,9 @@ class GalleryConfig:
     circuits: list[tuple[str, int]] = field(default_factory=list)  # extra circuit pages
     circuit_layers: dict[str, list[str]] = field(default_factory=dict)  # unit layer -> 2 earlier layers
     spatial: bool = True  # a spatial-neuron page (the centre position) per unit of a spatial layer
+    ablation: str = "mean"  # how causal evidence ablates a unit: mean | zero | none (skip it)
+    #: dictionary bases by name: a layer `LAYER/NAME` gets feature pages (docs/units.md)
+    bases: dict = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ plan
@@ -68,15 +74,33 @@ class _Plan:
         self.tasks.append(t)
         return t
 
-    def render(self, layer: str, unit: int, objective: str) -> Task:
+    def unit(self, key: str, u: int) -> Unit:
+        """The unit behind page (key, u): a channel, or feature u of `LAYER/NAME`."""
+        layer, basis = split_key(key, self.cfg.bases)
+        return Unit(layer, int(u)) if basis is None else Unit(layer, int(u), basis=basis)
+
+    def render(self, key: str, unit: int, objective: str) -> Task:
         # the same task as atlas/explain thumbnails, so their renders are shared
-        t = unit_render_task(self.model, layer, unit, objective, seed=self.cfg.seed, recipe=self.recipe)
+        layer, basis = split_key(key, self.cfg.bases)
+        what = unit if basis is None or unit == -1 else self.unit(key, unit)
+        t = unit_render_task(self.model, layer, what, objective, seed=self.cfg.seed, recipe=self.recipe)
         self.tasks.append(t)
         return t
 
-    def diversity(self, layer: str, unit: int) -> Task:
-        return self.add("render_diversity", layer=layer, unit=Unit(layer, int(unit)).to_json(), count=self.cfg.diversity,
+    def diversity(self, key: str, unit: int) -> Task:
+        u = self.unit(key, unit)
+        return self.add("render_diversity", layer=u.layer, unit=u.to_json(), count=self.cfg.diversity,
                         seed=self.cfg.seed, recipe=self.recipe)
+
+
+def split_key(key: str, bases) -> tuple[str, Optional[Any]]:
+    """A gallery layer key: `LAYER` (channels) or `LAYER/NAME` (features of basis NAME)."""
+    layer, sep, name = key.partition("/")
+    if not sep:
+        return key, None
+    if name not in bases:
+        raise UserError(f"layer {key}: unknown basis {name!r}; pass --basis {name}=DIR")
+    return layer, bases[name]
 
 
 def _publish(site: Path, report: BuildReport, task: Optional[Task], name: str) -> Optional[P.Img]:
@@ -100,9 +124,10 @@ def _publish(site: Path, report: BuildReport, task: Optional[Task], name: str) -
 def validate_config(model, cfg: GalleryConfig) -> list:
     """Check layers, units, images and circuits before any work; returns the layer listing."""
     info = list_layers(model)
-    for layer in cfg.layers:
-        for u in cfg.units.get(layer, []):
-            check_unit(Unit(layer, int(u)), info)
+    for key in cfg.layers:
+        layer, basis = split_key(key, cfg.bases)
+        for u in cfg.units.get(key, []):
+            check_unit(Unit(layer, int(u)) if basis is None else Unit(layer, int(u), basis=basis), info)
     for layer, unit in cfg.circuits:
         check_unit(Unit(layer, int(unit)), info)
         if len(cfg.circuit_layers.get(layer, [])) < 1:
@@ -111,6 +136,8 @@ def validate_config(model, cfg: GalleryConfig) -> list:
         find_images(cfg.images)
     if cfg.diversity < 0 or cfg.k < 1 or cfg.fan < 1:
         raise UserError("--diversity must be >= 0, -k and --fan >= 1")
+    if cfg.ablation not in ("mean", "zero", "none"):
+        raise UserError(f"ablation must be mean, zero or none, not {cfg.ablation!r}")
     return info
 
 
@@ -123,15 +150,19 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
     site = Path(site_dir)
     info = validate_config(model, cfg)
     plan = _Plan(model, cfg)
-    layers = list(cfg.layers)
+    plan.channels = {i.name: i.channels for i in info}
+    keys = list(cfg.layers)
+    layers = [key for key in keys if "/" not in key]  # channel layers: circuits run between these
+    features = [key for key in keys if "/" in key]
     images_dir = str(Path(cfg.images).resolve()) if cfg.images else None
-    dataset = {layer: plan.add("dataset_examples", **{k: v for k, v in dataset_task_params(
-        model, layer, cfg.images, k=cfg.k, units=cfg.units[layer], overlays=True).items() if k != "model"})
-        for layer in layers} if cfg.images else {}
-    dream = {layer: plan.render(layer, -1, "deepdream") for layer in layers}
+    dataset = {key: plan.add("dataset_examples", **{k: v for k, v in dataset_task_params(
+        model, split_key(key, cfg.bases)[0], cfg.images, k=cfg.k,
+        units=[plan.unit(key, u) for u in cfg.units[key]], overlays=True).items() if k != "model"})
+        for key in keys} if cfg.images else {}
+    dream = {key: plan.render(split_key(key, cfg.bases)[0], -1, "deepdream") for key in keys}
     graph_task = plan.add("model_graph", seed=cfg.seed, extra=layers)
     spatial = _plan_spatial(plan, info, cfg) if cfg.spatial else {}
-    renders, circuits = {}, {}
+    renders, circuits, effects = {}, {}, {}
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
             renders[(layer, u)] = {"main": plan.render(layer, u, "channel"),
@@ -140,7 +171,17 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
             circuits[(layer, u)] = plan.add("unit_circuits", layer=layer, unit=int(u), fan=cfg.fan,
                                             prev=layers[li - 1] if li > 0 else None,
                                             next=layers[li + 1] if li + 1 < len(layers) else None,
-                                            top_classes=cfg.top_classes, images_dir=images_dir)
+                                            top_classes=cfg.top_classes, images_dir=images_dir,
+                                            input_weights=True)
+            if images_dir and cfg.ablation != "none":
+                prev = layers[li - 1] if li > 0 else None
+                effects[(layer, u)] = make_task(
+                    "unit_effects", inputs={"examples": dataset[layer], "circuits": circuits[(layer, u)]},
+                    model=plan.fp, layer=layer, unit=int(u), prev=prev, fan=cfg.fan, top_classes=cfg.top_classes,
+                    images_dir=images_dir, images_signature=dataset[layer].params["images_signature"],
+                    mode=cfg.ablation)
+                plan.tasks.append(effects[(layer, u)])
+    feature_tasks = _plan_features(plan, features, dataset, renders, effects, images_dir)
     graphs = {(layer, u): plan.add("circuit_graph", layer=layer, unit=int(u), fan=cfg.fan,
                                    layers=cfg.circuit_layers[layer] + [layer]) for layer, u in cfg.circuits}
     graph_keys = {t.key for t in graphs.values()}
@@ -173,16 +214,25 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
                                                           dataset.get(layer)),
                                        deepdream=_publish(site, report, dream[layer], "image.png")))
     data.spatial = _spatial_pages(site, report, spatial, graph)
+    _feature_pages(site, report, plan, data, features, feature_tasks, renders, effects, dataset, dream, thumb)
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
-            data.neurons.append(_neuron_page(site, report, layers, li, u, renders[(layer, u)],
-                                             circuits[(layer, u)], dataset.get(layer), thumb))
+            page = _neuron_page(site, report, layers, li, u, renders[(layer, u)], circuits[(layer, u)],
+                                dataset.get(layer), thumb)
+            fx = report.results[effects[(layer, u)].key].value if (layer, u) in effects else None
+            if fx is not None:
+                page.effects = _effects(fx, layers[li - 1] if li > 0 else None, thumb)
+                if fx.weights_note:  # the weight view is not meaningful here: say so, don't show it
+                    page.inputs = []
+            if page.outputs:
+                page.outputs_note = outputs_note(layer, layers[li + 1], [r.weight for r in page.outputs])
+                if page.outputs_note:
+                    page.outputs = []
+            page.features = _features_using(plan, features, layer, u, thumb)
+            data.neurons.append(page)
             c = report.results[circuits[(layer, u)].key].value
             if li > 0 and (layer, u) not in graphs:  # a one-level circuit page from the same data
-                levels = [[P.CircuitNode(layer, u, thumb(layer, u))],
-                          [P.CircuitNode(layers[li - 1], r.unit, thumb(layers[li - 1], r.unit)) for r in c.inputs]]
-                edges = [P.CircuitEdge((layers[li - 1], r.unit), (layer, u), r.weight) for r in c.inputs]
-                data.circuits.append(P.CircuitPage(layer, u, levels, edges))
+                data.circuits.append(_one_level_circuit(layers[li - 1], layer, u, c, page.effects, thumb))
     for (layer, u), task in graphs.items():
         g = report.results[task.key].value
         levels = [[P.CircuitNode(l, x, thumb(l, x)) for l, x in level] for level in g.levels]
@@ -192,6 +242,138 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
 
     write_site(data, site, command=command)
     return report
+
+
+# ------------------------------------------------------------------------------ feature pages
+
+#: neurons shown per feature ("made of") and features per neuron ("used by")
+MAKEUP = 6
+
+
+def _plan_features(plan: _Plan, features: list[str], dataset: dict, renders: dict, effects: dict,
+                   images_dir: Optional[str]) -> dict:
+    """Tasks of `LAYER/NAME` feature pages: renders like neurons', dataset examples (planned with
+    the others), ablation effects, and per feature layer the dictionary's evaluation over the
+    images (frequencies) and the neurons-vs-features comparison."""
+    cfg, out = plan.cfg, {}
+    for key in features:
+        layer, basis = split_key(key, cfg.bases)
+        for u in cfg.units[key]:
+            renders[(key, u)] = {"main": plan.render(key, u, "channel"), "negative": plan.render(key, u, "negative"),
+                                 "diversity": plan.diversity(key, u) if cfg.diversity else None}
+            if images_dir and cfg.ablation != "none":
+                effects[(key, u)] = make_task(
+                    "unit_effects", inputs={"examples": dataset[key]}, model=plan.fp, layer=layer, basis=basis.name,
+                    unit=plan.unit(key, u).to_json(), prev=None, fan=cfg.fan, top_classes=cfg.top_classes,
+                    images_dir=images_dir, images_signature=dataset[key].params["images_signature"], mode=cfg.ablation)
+                plan.tasks.append(effects[(key, u)])
+        if images_dir:
+            sig = dataset[key].params["images_signature"]
+            out[key] = {"eval": plan.add("dictionary_eval", layer=layer, basis=basis.ref(), images_dir=images_dir,
+                                         images_signature=sig),
+                        "compare": plan.add("feature_comparison", layer=layer, basis=basis.ref(), k=cfg.k,
+                                            images_dir=images_dir, images_signature=sig)}
+    return out
+
+
+def _decoder(basis, channels: int):
+    import torch
+
+    return torch.stack([basis.direction(f, channels) for f in range(basis.size(channels))]).double()
+
+
+def _feature_pages(site, report, plan, data, features, feature_tasks, renders, effects, dataset, dream, thumb):
+    """Layer pages (features sorted by frequency over the images) and feature pages."""
+    cfg = plan.cfg
+    for key in features:
+        layer, basis = split_key(key, cfg.bases)
+        units = list(cfg.units[key])
+        ev = report.results[feature_tasks[key]["eval"].key].value if key in feature_tasks else None
+        note = f"Features of dictionary {basis.name!r} on {layer}"
+        if ev is not None:
+            units.sort(key=lambda f: (-ev.frequency[f], f))
+            note += (f", sorted by frequency over the gallery's {ev.images} images (R² {ev.r2:.3f}, mean L0 "
+                     f"{ev.mean_l0:.1f}, {100 * ev.dead_fraction:.1f} % dead over {ev.vectors} positions)")
+        cards = [P.UnitCard(u, thumb(key, u), f"{100 * ev.frequency[u]:.2g} %" if ev is not None else "")
+                 for u in units]
+        comparison = None
+        if key in feature_tasks:
+            comparison = _comparison(key, basis, report.results[feature_tasks[key]["compare"].key].value)
+        data.layers.append(P.LayerPage(key, cards, deepdream=_publish(site, report, dream[key], "image.png"),
+                                       note=note + ".", comparison=comparison))
+        channels = plan.channels[layer]
+        dec = _decoder(basis, channels)
+        for u in cfg.units[key]:
+            r = renders[(key, u)]
+            div = report.results.get(r["diversity"].key) if r["diversity"] is not None else None
+            page = P.NeuronPage(key, u, main=thumb(key, u),
+                                negative=_publish(site, report, r["negative"], "image.png"),
+                                diversity=[i for i in (_publish(site, report, r["diversity"], f)
+                                                       for f in (div.value.files if div else [])) if i])
+            row = dec[u]
+            for c in row.abs().argsort(descending=True)[:MAKEUP].tolist():
+                page.made_of.append(P.Connection(layer, c, float(row[c]), thumb(layer, c)))
+            _examples(site, report, page, dataset.get(key), u)
+            fx = report.results[effects[(key, u)].key].value if (key, u) in effects else None
+            if fx is not None:
+                page.effects = _effects(fx, None, thumb)
+            page.note = f"Feature {u} of dictionary {basis.name!r} ({basis.kind}) on {layer}: a direction in its " \
+                        f"{channels} channels, read through the dictionary's encoder."
+            data.neurons.append(page)
+
+
+def _features_using(plan: _Plan, features: list[str], layer: str, channel: int, thumb) -> list[P.Connection]:
+    """The gallery's features of `layer` whose decoder writes most into this channel."""
+    out = []
+    for key in features:
+        lay, basis = split_key(key, plan.cfg.bases)
+        if lay != layer:
+            continue
+        column = _decoder(basis, plan.channels[layer])[:, channel]
+        for f in column.abs().argsort(descending=True)[:MAKEUP].tolist():
+            out.append(P.Connection(key, f, float(column[f]), thumb(key, f)))
+    return out
+
+
+def _comparison(key: str, basis, c) -> P.Comparison:
+    order = sorted(range(len(c.features_per_neuron)), key=lambda n: (-c.features_per_neuron[n], n))[:12]
+    return P.Comparison(c.layer, basis.name, c.k, c.images, c.mean_neuron_entropy_bits, c.mean_feature_entropy_bits,
+                        c.live_features, len(c.feature_indices), c.mean_features_per_neuron,
+                        [(n, c.features_per_neuron[n], c.neuron_entropy_bits[n]) for n in order])
+
+
+def _examples(site, report, page, dataset_task, u) -> None:
+    if dataset_task is None:
+        return
+    crops = report.results[dataset_task.key].value.crops.get(str(u), {})
+    for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):
+        for row in crops.get(sign, []):
+            ex = _example(site, report, dataset_task, row)
+            if ex:
+                target.append(ex)
+
+
+def _effects(fx, prev, thumb) -> P.Effects:
+    return P.Effects(fx.mode, fx.images, list(fx.drops), list(fx.rises),
+                     [P.MeasuredInput(prev, r.unit, r.effect, None if fx.weights_note else r.weight,
+                                      thumb(prev, r.unit)) for r in fx.inputs],
+                     fx.examples, fx.weights_agreement, fx.weights_note)
+
+
+def _one_level_circuit(prev: str, layer: str, u: int, c, effects: Optional[P.Effects], thumb) -> P.CircuitPage:
+    """A unit and its strongest inputs: measured edges when the build measured them (exact
+    ablation effects over the unit's top examples), else expanded weights."""
+    if effects is not None and effects.inputs:
+        rows = [(r.unit, -r.effect) for r in effects.inputs]  # contribution: intact minus ablated
+        measure = "ablation"
+        note = effects.weights_note or (f"Expanded weights agree with these measurements (Spearman "
+                                        f"{effects.weights_agreement:.2f} over all input channels)."
+                                        if effects.weights_agreement is not None else "")
+    else:
+        rows, measure, note = [(r.unit, r.weight) for r in c.inputs], "expanded weight", ""
+    levels = [[P.CircuitNode(layer, u, thumb(layer, u))], [P.CircuitNode(prev, x, thumb(prev, x)) for x, _ in rows]]
+    edges = [P.CircuitEdge((prev, x), (layer, u), w) for x, w in rows]
+    return P.CircuitPage(layer, u, levels, edges, measure, note)
 
 
 def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thumb) -> P.NeuronPage:
@@ -208,13 +390,7 @@ def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thu
             getattr(page, key).append(P.Connection(other, row.unit, row.weight, thumb(other, row.unit),
                                                    _publish(site, report, circuit_task, row.heatmap)))
     page.classes = list(c.classes)
-    if dataset_task is not None:
-        crops = report.results[dataset_task.key].value.crops.get(str(u), {})
-        for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):
-            for row in crops.get(sign, []):
-                ex = _example(site, report, dataset_task, row)
-                if ex:
-                    target.append(ex)
+    _examples(site, report, page, dataset_task, u)
     return page
 
 

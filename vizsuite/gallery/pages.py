@@ -67,11 +67,30 @@ class UnitCard:
 
 
 @dataclass
+class Comparison:
+    """Neurons vs dictionary features of one layer on the same images (docs/units.md): mean
+    entropy (bits) of the predicted classes over each unit's top-k examples (lower: more
+    selective), and the neurons whose top examples split into the most distinct features."""
+
+    layer: str
+    basis: str
+    k: int
+    images: int
+    mean_neuron_entropy: Optional[float]
+    mean_feature_entropy: Optional[float]
+    live_features: int
+    features: int
+    mean_features_per_neuron: Optional[float]
+    most_split: list[tuple[int, int, Optional[float]]] = field(default_factory=list)  # (neuron, features, entropy)
+
+
+@dataclass
 class LayerPage:
     name: str
     units: list[UnitCard] = field(default_factory=list)
     deepdream: Optional[Img] = None
     note: str = ""
+    comparison: Optional[Comparison] = None
 
 
 @dataclass
@@ -101,6 +120,34 @@ class Connection:
 
 
 @dataclass
+class MeasuredInput:
+    """An input unit whose ablation changes the page's unit by `effect` (exact, mean over the
+    unit's top dataset examples); `weight`: its expanded weight (None when not shown)."""
+
+    layer: str
+    unit: int
+    effect: float
+    weight: Optional[float] = None
+    thumb: Optional[Img] = None
+
+
+@dataclass
+class Effects:
+    """What a unit does (classes whose probability drops / rises when it is ablated over the
+    gallery's images) and what it uses (measured inputs); `weights_note` says why the weight
+    view is hidden (empty: shown)."""
+
+    mode: str
+    images: int
+    drops: list[ClassScore] = field(default_factory=list)
+    rises: list[ClassScore] = field(default_factory=list)
+    inputs: list[MeasuredInput] = field(default_factory=list)
+    examples: int = 0
+    weights_agreement: Optional[float] = None
+    weights_note: str = ""
+
+
+@dataclass
 class NeuronPage:
     layer: str
     unit: int
@@ -112,6 +159,10 @@ class NeuronPage:
     classes: list[ClassScore] = field(default_factory=list)
     inputs: list[Connection] = field(default_factory=list)
     outputs: list[Connection] = field(default_factory=list)
+    effects: Optional[Effects] = None
+    made_of: list[Connection] = field(default_factory=list)  # a feature: the neurons its decoder writes most
+    features: list[Connection] = field(default_factory=list)  # a neuron: features whose decoders use it most
+    outputs_note: str = ""  # why the expanded weights to the next layer are hidden ('' = shown)
     note: str = ""
     # dictionary features / concept directions that use this unit: (label, href relative to
     # the site root); linked when the target page exists
@@ -140,7 +191,8 @@ class CircuitNode:
 
 @dataclass
 class CircuitEdge:
-    """src feeds dst (src in an earlier layer) with expanded weight `weight`."""
+    """src feeds dst (src in an earlier layer) with `weight`: an expanded weight, or (pages
+    whose `measure` is "ablation") the measured change of dst when src is ablated."""
 
     src: tuple[str, int]
     dst: tuple[str, int]
@@ -155,6 +207,8 @@ class CircuitPage:
     unit: int
     levels: list[list[CircuitNode]] = field(default_factory=list)
     edges: list[CircuitEdge] = field(default_factory=list)
+    measure: str = "expanded weight"  # or "ablation": edges are measured contributions (intact - ablated)
+    note: str = ""
 
 
 @dataclass

@@ -8,11 +8,12 @@ units, hooks, capture and stream only.
 
 from .edits import (MODES, UnitMeans, ablation, clamp, intervene, mean_ablate, patch_units, reference_mean,
                     reference_stats, resample_ablate, set_from, steer, zero_ablate)
-from .effects import AblationEffects, LayerRunner, ablation_effects, naive_effects, spearman
+from .effects import (AblationEffects, ClassEffects, LayerRunner, ablation_effects, class_effects, naive_effects,
+                      spearman)
 from .patching import PatchResult, PatchSweep, PositionSweep, patch, patch_positions, patch_sweep
 from .targets import Target, parse_target
 
-__all__ = ["MODES", "AblationEffects", "LayerRunner", "PatchResult", "PatchSweep", "PositionSweep", "Target",
+__all__ = ["MODES", "AblationEffects", "ClassEffects", "class_effects", "LayerRunner", "PatchResult", "PatchSweep", "PositionSweep", "Target",
            "UnitMeans", "ablation", "ablation_effects", "clamp", "intervene", "mean_ablate", "naive_effects",
            "parse_target", "patch", "patch_positions", "patch_sweep", "patch_units", "reference_mean",
            "reference_stats", "resample_ablate", "set_from", "spearman", "steer", "zero_ablate"]

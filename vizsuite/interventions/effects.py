@@ -312,34 +312,8 @@ def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str 
             cls_i = None if classes is None else classes[i:i + 1]
             src = None if sources is None else src_acts[sources[done + i]:sources[done + i] + 1].to(a_i)
             edits = [ablation(u, mode, stats if mode == "mean" else None, src) for u in units]
-            exact = np.zeros(len(units))
-            est = np.zeros(len(units))
-            step = chunk_size(a_i, chunk, len(units))
-            g_i = grad[i:i + 1].double()
-            state = {"base": None}
-
-            def flush(cols, rows):
-                vals = runner.evaluate(xb[i:i + 1], torch.cat(rows if state["base"] is not None else [a_i] + rows),
-                                       cls_i)
-                if state["base"] is None:
-                    state["base"], vals = vals[0], vals[1:]
-                exact[cols] = (vals - state["base"]).cpu().numpy()
-
-            cols, rows = [], []
-            for j, e in enumerate(edits):
-                with torch.no_grad():
-                    v = e.fn(a_i)
-                if torch.equal(v, a_i):  # nothing changes (a dead channel): the effect is exactly 0
-                    continue
-                est[j] = float(((v - a_i).double() * g_i).sum())
-                cols.append(j)
-                rows.append(v)
-                if len(rows) == step:
-                    flush(cols, rows)
-                    cols, rows = [], []
-            if rows:
-                flush(cols, rows)
-            base_value = state["base"] if state["base"] is not None else values[i].double()
+            exact, est, base = _image_effects(runner, xb[i:i + 1], a_i, edits, chunk, cls_i, grad[i:i + 1])
+            base_value = base if base is not None else values[i].double()
             exact_rows.append(exact)
             est_rows.append(est)
             base_rows.append(float(base_value))
@@ -356,6 +330,111 @@ def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str 
     return AblationEffects(units, target, mode, np.stack(exact_rows), np.stack(est_rows), np.array(base_rows),
                            np.array(cls_rows) if cls_rows else None, names[:len(exact_rows)],
                            time.perf_counter() - start, runner.broadcast)
+
+
+def _image_effects(runner: LayerRunner, x1: torch.Tensor, a_i: torch.Tensor, edits, chunk: Optional[int], cls_i,
+                   g_i: Optional[torch.Tensor]):
+    """One image's exact effects (units x target shape, float64 numpy), first-order estimates
+    (units,; zeros without `g_i`) and intact target (None when no edit changed anything)."""
+    step = chunk_size(a_i, chunk, len(edits))
+    state: dict = {"base": None, "exact": None}
+    est = np.zeros(len(edits))
+    g = g_i.double() if g_i is not None else None
+
+    def flush(cols, rows):
+        vals = runner.evaluate(x1, torch.cat(rows if state["base"] is not None else [a_i] + rows), cls_i)
+        if state["base"] is None:
+            state["base"], vals = vals[0], vals[1:]
+            state["exact"] = np.zeros((len(edits),) + tuple(vals.shape[1:]))
+        state["exact"][cols] = (vals - state["base"]).cpu().numpy()
+
+    cols, rows = [], []
+    for j, e in enumerate(edits):
+        with torch.no_grad():
+            v = e.fn(a_i)
+        if torch.equal(v, a_i):  # nothing changes (a dead channel): the effect is exactly 0
+            continue
+        if g is not None:
+            est[j] = float(((v - a_i).double() * g).sum())
+        cols.append(j)
+        rows.append(v)
+        if len(rows) == step:
+            flush(cols, rows)
+            cols, rows = [], []
+    if rows:
+        flush(cols, rows)
+    exact = state["exact"] if state["exact"] is not None else np.zeros(len(edits))
+    return exact, est, state["base"]
+
+
+@dataclass
+class ClassEffects:
+    """What ablating each unit does to every class: `delta[u, c]` is the mean over images of
+    (ablated minus intact) class-c probability (logit when `prob` is False); `baseline[c]` the
+    mean intact value."""
+
+    units: list
+    mode: str
+    delta: np.ndarray
+    baseline: np.ndarray
+    images: list = field(default_factory=list)
+    prob: bool = True
+    seconds: float = 0.0
+
+    def top(self, unit_pos: int, n: int, sign: str = "drop") -> list[tuple[int, float]]:
+        """(class, change) of the n classes whose value falls ("drop") or rises ("rise") most."""
+        d = self.delta[unit_pos]
+        order = np.argsort(d if sign == "drop" else -d, kind="mergesort")[:n]
+        return [(int(c), float(d[c])) for c in order if (d[c] < 0 if sign == "drop" else d[c] > 0)]
+
+
+def class_effects(model, layer_or_units, images, *, mode: str = "mean", prob: bool = True, reference=None,
+                  mean=None, bases=None, batch_size: int = 8, chunk: Optional[int] = None, fast: bool = True,
+                  progress: bool = False, cache_dir=None) -> ClassEffects:
+    """The exact change of every class's probability (logit without `prob`) when each unit is
+    ablated, averaged over `images`: what a unit does for the model's output. The same engine
+    as `ablation_effects` (one forward of the layer's input per image, all ablated copies above
+    it); mode zero | mean (reference statistics from `mean`, or over `reference`, default the
+    images themselves)."""
+    import time
+
+    from tqdm import tqdm
+
+    if mode not in ("zero", "mean"):
+        raise UserError(f"class effects support zero and mean ablation, not {mode!r}")
+    start = time.perf_counter()
+    layer, units = _units(layer_or_units, bases)
+    target = Target("all", prob=prob)
+    net = frozen(model, [layer], fast)
+    runner = LayerRunner(net, layer, target)
+    stats = None
+    if mode == "mean":
+        stats = mean if mean is not None else reference_stats(
+            model, reference if reference is not None else images, layer if units is None else units,
+            cache_dir=cache_dir)
+    names, batches = _image_batches(images, model, batch_size)
+    device = getattr(model, "mean", torch.zeros(1)).device
+    total, base_total, n = None, None, 0
+    bar = tqdm(total=len(names) or None, desc="class effects", unit="img", disable=not progress, leave=False)
+    for xb in batches:
+        xb = xb.to(device)
+        acts, values, _, _ = runner.base(xb, grad=False)
+        if units is None:
+            units = layer_units(layer, acts.shape[1])
+        for i in range(xb.shape[0]):
+            edits = [ablation(u, mode, stats) for u in units]
+            exact, _, _ = _image_effects(runner, xb[i:i + 1], acts[i:i + 1], edits, chunk, None, None)
+            if exact.ndim == 1:  # no edit changed anything on this image
+                exact = np.zeros((len(units), values.shape[1]))
+            total = exact if total is None else total + exact
+            b = values[i].double().cpu().numpy()
+            base_total = b if base_total is None else base_total + b
+            n += 1
+        bar.update(xb.shape[0])
+    bar.close()
+    if not n:
+        raise UserError("no readable images")
+    return ClassEffects(units, mode, total / n, base_total / n, names[:n], prob, time.perf_counter() - start)
 
 
 def _derangement(n: int, seed: int) -> list[int]:
@@ -396,4 +475,5 @@ def naive_effects(model, units: Sequence[Unit], x: torch.Tensor, target="top1", 
     return out
 
 
-__all__ = ["AblationEffects", "LayerRunner", "ablation_effects", "naive_effects", "spearman"]
+__all__ = ["AblationEffects", "ClassEffects", "LayerRunner", "ablation_effects", "class_effects", "naive_effects",
+           "spearman"]

@@ -15,8 +15,10 @@ from ..units import Unit
 
 @dataclass(frozen=True)
 class Target:
-    """kind "class" (index), "top1" (each image's predicted class, from the intact model) or
-    "unit". `prob`: a class target reads the softmax probability instead of the logit."""
+    """kind "class" (index), "top1" (each image's predicted class, from the intact model),
+    "unit", or "all" (every class at once: a row of logits, or of probabilities with `prob`;
+    built in code, not parsed). `prob`: a class target reads the softmax probability instead
+    of the logit."""
 
     kind: str
     index: Optional[int] = None
@@ -30,6 +32,8 @@ class Target:
         what = "probability" if self.prob else "logit"
         if self.kind == "top1":
             return f"top1 {what}"
+        if self.kind == "all":
+            return f"every class's {what}"
         return f"{self.index}{' (' + self.label + ')' if self.label else ''} {what}"
 
     @property
@@ -44,7 +48,7 @@ class Target:
 
     def classes(self, logits: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
         """The class read for each of n images (None for a unit target)."""
-        if self.kind == "unit":
+        if self.kind in ("unit", "all"):
             return None
         if self.kind == "top1":
             return logits.detach().argmax(1)
@@ -60,6 +64,8 @@ class Target:
         if logits is None or logits.dim() != 2:
             raise UserError("a class target needs a model that outputs N x classes logits")
         scores = torch.softmax(logits.double(), 1) if self.prob else logits
+        if self.kind == "all":
+            return scores
         cls = classes.to(logits.device)
         if cls.numel() == 1 and scores.shape[0] > 1:
             cls = cls.expand(scores.shape[0])

@@ -24,6 +24,8 @@ def unit_circuits(tasks, ctxs) -> list[UnitCircuits]:
         if not other:
             continue
         for meta, ctx, ew in zip(metas, ctxs, weights()):
+            if key == "inputs":
+                meta.input_weights = [float(w) for w in ew.signed]
             scale = float(ew.kernels.abs().max()) or 1.0  # one scale per unit: heatmaps comparable
             for ch, w in ew.top(fan):
                 name = f"{key}_{ch}.png"

@@ -21,7 +21,11 @@ def dataset_examples_task(task, ctx) -> DatasetResult:
     if image_list_signature(paths) != task["images_signature"]:
         raise UserError(f"images in {task['images_dir']} changed since the build was planned; run it again")
     layer = task["layer"]
-    units = {layer: task["units"]} if task.get("units") is not None else None
+    from ..units import Unit
+
+    # channel indices, or unit records (dictionary features: `LAYER/NAME:K`, docs/units.md)
+    units = {layer: [Unit.from_json(u) if isinstance(u, dict) else int(u) for u in task["units"]]} \
+        if task.get("units") is not None else None
     overlays = bool(task.get("overlays", False))
     ex = compute_dataset_examples(ctx.model, [layer], paths, k=task["k"], units=units,
                                   crop_px=task["crop_px"], progress=False, overlays=overlays)[layer]

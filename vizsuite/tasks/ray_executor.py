@@ -74,11 +74,19 @@ class RayCluster:
                                 f"{str(exc).splitlines()[0][:160]}") from None
             self.started = True
 
-    def workers(self) -> int:
-        """How many task workers the cluster holds at once (each takes TASK_THREADS CPUs)."""
+    def workers(self, gpus: float = 0.0) -> int:
+        """How many task workers the cluster holds at once (each takes TASK_THREADS CPUs and
+        `gpus` GPUs); UserError when not one worker's GPUs are there (it would wait forever)."""
         from .executor import TASK_THREADS
 
-        return max(1, int(self.ray.cluster_resources().get("CPU", 1)) // TASK_THREADS)
+        res = self.ray.cluster_resources()
+        room = max(1, int(res.get("CPU", 1)) // TASK_THREADS)
+        if gpus > 0:
+            have = float(res.get("GPU", 0))
+            if have < gpus:
+                raise UserError(f"--gpus-per-worker {gpus:g}: the Ray cluster has {have:g} GPU(s)")
+            room = min(room, int(have // gpus))
+        return room
 
     def close(self) -> None:
         if self.started:
@@ -99,7 +107,7 @@ class RayRunner:
     def _ensure(self, groups: int) -> None:
         if self.cluster is None:
             self.cluster = RayCluster(self.address)
-        room = self.cluster.workers()  # more actors than fit would wait forever for CPUs
+        room = self.cluster.workers(self.gpus)  # more actors than fit would wait forever for CPUs / GPUs
         want = max(1, min(self.jobs if self.jobs > 1 else room, room, groups))
         if len(self.actors) < want:
             cls = _actor_class(self.cluster.ray, self.gpus)
