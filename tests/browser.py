@@ -89,6 +89,7 @@ class PageReport:
     screenshot: Optional[Path] = None
     title: str = ""
     counts: dict = field(default_factory=dict)  # selector -> number of matching elements (open(counts=...))
+    values: list = field(default_factory=list)  # results of open(steps=...), one per step
 
     @property
     def broken_images(self) -> list[dict]:
@@ -144,8 +145,13 @@ class Browser:
             raise RuntimeError("chromium has no page target")
         return pages[0]["webSocketDebuggerUrl"]
 
-    def open(self, target: str | Path, screenshot: Optional[str | Path] = None, counts=()) -> PageReport:
-        """Load a page (a path or URL), let lazy images load, report errors/images, screenshot."""
+    def open(self, target: str | Path, screenshot: Optional[str | Path] = None, counts=(), steps=()) -> PageReport:
+        """Load a page (a path or URL), let lazy images load, report errors/images, screenshot.
+
+        `steps` run after loading, in order, each result appended to `report.values`:
+        ("eval", js) evaluates an expression (promises awaited); ("type", selector, text)
+        focuses the element, clears it and types `text` as keyboard input (Input.insertText:
+        real `input` events); ("wait", seconds) lets timers and events run."""
         import websocket
 
         url = Path(target).resolve().as_uri() if not str(target).startswith(("file:", "http:", "https:")) else str(target)
@@ -204,6 +210,26 @@ class Browser:
             for selector in counts:
                 expr = f"document.querySelectorAll({json.dumps(selector)}).length"
                 report.counts[selector] = call("Runtime.evaluate", expression=expr, returnByValue=True)["result"]["value"]
+            for step in steps:
+                if step[0] == "eval":
+                    r = call("Runtime.evaluate", expression=step[1], awaitPromise=True, returnByValue=True)
+                    report.values.append(r.get("result", {}).get("value"))
+                elif step[0] == "type":
+                    sel = json.dumps(step[1])
+                    call("Runtime.evaluate", expression=f"(e => {{ e.focus(); e.select && e.select(); }})"
+                                                        f"(document.querySelector({sel}))")
+                    call("Input.dispatchKeyEvent", type="keyDown", key="Backspace", code="Backspace",
+                         windowsVirtualKeyCode=8)
+                    call("Input.dispatchKeyEvent", type="keyUp", key="Backspace", code="Backspace",
+                         windowsVirtualKeyCode=8)
+                    call("Input.insertText", text=step[2])
+                    r = call("Runtime.evaluate", expression=f"document.querySelector({sel}).value", returnByValue=True)
+                    report.values.append(r.get("result", {}).get("value"))
+                elif step[0] == "wait":
+                    time.sleep(float(step[1]))
+                    report.values.append(None)
+                else:
+                    raise ValueError(f"unknown step {step[0]!r}")
             # drain events that arrived while settling (late errors)
             ws.settimeout(0.2)
             try:

@@ -414,7 +414,8 @@ def test_gallery_feature_pages_and_comparison(trained, planted, planted_images, 
     grid = text.split("Neurons vs features")[0]
     shown = [int(u) for u in re.findall(re.escape(slug("mix/sae")) + r'/(\d+)\.html', grid)]
     assert len(shown) == 4
-    freqs = [float(x) for x in re.findall(r"· ([0-9.e+-]+) %", grid)]
+    cards = json.loads(grid.split('id="unit-data">')[1].split("</script>")[0])  # the grid is data for site.js
+    freqs = [float(c["d"].split(" %")[0]) for c in cards]
     assert freqs == sorted(freqs, reverse=True) and len(freqs) == 4  # sorted by frequency
     assert "Neurons vs features" in text and "distinct features" in text
     f = shown[0]

@@ -73,6 +73,17 @@ def test_tiny_gallery_pages_and_links(tiny_site):
     manifest = json.loads((tiny_site / "manifest.json").read_text())
     kinds = [i["kind"] for i in manifest["items"]]
     assert kinds.count("neuron") == 6 and kinds.count("layer") == 2
+    # issue 17: the index draws the traced graph (conv+ReLU pairs as one node, no Flatten), the
+    # table has receptive fields; neurons link their centre spatial neuron; examples carry overlays
+    index = (tiny_site / "index.html").read_text()
+    assert index.count('class="node layer') == 5 and "9 px" in index and "whole image" in index
+    assert kinds.count("spatial_neuron") == 6 and kinds.count("search") == 1
+    neuron = (tiny_site / "neurons" / "relu2" / "0.html").read_text()
+    assert 'href="0_y8_x8.html"' in neuron and "_map.png" in neuron and "full_" in neuron and "data-box=" in neuron
+    assert (tiny_site / "neurons" / "relu2" / "0_y8_x8.html").is_file()
+    cards = json.loads((tiny_site / "layers" / "relu2.html").read_text().split('id="unit-data">')[1].split("</script>")[0])
+    assert [c["u"] for c in cards] == [0, 1, 2]
+    assert all(isinstance(c["m"], float) and isinstance(c["s"], float) and c["c"] for c in cards)
 
 
 def test_labels_are_escaped(tiny_site):
@@ -145,11 +156,38 @@ def test_efficientnet_gallery_in_headless_chromium(tmp_path):
     assert check_links(site) > 40
     neuron = (site / "neurons" / "blocks.2" / "1.html").read_text()
     assert neuron.count(".png") >= 10 and "Most positive" in neuron
+    visible = "Array.from(document.querySelectorAll('#unit-grid .card')).filter(c => !c.hidden)"
+    steps = {
+        "index.html": [("eval", "document.querySelectorAll('svg g.node.layer').length"),
+                       ("eval", "Array.from(document.querySelectorAll('svg g.node.built a')).map(a => a.getAttribute('href'))"),
+                       ("type", "#unit-search", "blocks.2:1"),
+                       ("eval", "Array.from(document.querySelectorAll('#search-results a')).map(a => a.getAttribute('href'))")],
+        # filter by the first unit's top class: every card left shows that class
+        "layers/blocks.2.html": [("eval", "JSON.parse(document.getElementById('unit-data').textContent)[0].c[0]"),
+                                 ("eval", "(f => { f.value = JSON.parse(document.getElementById('unit-data')"
+                                          ".textContent)[0].c[0]; f.dispatchEvent(new Event('input')); })"
+                                          "(document.getElementById('unit-filter'))"),
+                                 ("eval", f"{visible}.map(c => c.querySelector('figcaption').title)"),
+                                 ("eval", "document.querySelectorAll('svg g.node.here').length")],
+        "neurons/blocks.2/1.html": [("eval", "document.querySelector('.spatial a').getAttribute('href')")],
+    }
     with Browser() as browser:
-        for rel in ("index.html", "layers/blocks.2.html", "neurons/blocks.2/1.html"):
-            report = browser.open(site / rel, screenshot=tmp_path / (rel.replace("/", "_") + ".png"))
+        reports = {}
+        for rel in ("index.html", "layers/blocks.2.html", "neurons/blocks.2/1.html", "neurons/blocks.2/1_y14_x14.html"):
+            report = browser.open(site / rel, screenshot=tmp_path / (rel.replace("/", "_") + ".png"),
+                                  steps=steps.get(rel, ()))
             assert report.errors == [], (rel, report.errors)
             assert all(r.startswith(("file:", "data:", "about:")) for r in report.requests), report.requests
             if rel != "index.html":
                 assert report.images and not report.broken_images, report.broken_images
             assert report.screenshot.stat().st_size > 5000
+            reports[rel] = report
+    nodes, built, _, hits = reports["index.html"].values
+    assert nodes == 20  # bn1, 16 blocks, bn2, pool, classifier: one node per meaningful layer
+    assert built == ["layers/blocks.1.html", "layers/blocks.2.html"]  # a stage opens from its last block
+    assert hits == ["neurons/blocks.2/1.html"]
+    label, _, titles, here = reports["layers/blocks.2.html"].values
+    assert titles and all(label in t for t in titles) and here == 2  # blocks.2.0, blocks.2.1
+    overlays = [i for i in reports["neurons/blocks.2/1.html"].images if "_map.png" in i["src"]]
+    assert len(overlays) >= 3 and all(i["naturalWidth"] > 0 for i in overlays)
+    assert reports["neurons/blocks.2/1.html"].values == ["1_y14_x14.html"]

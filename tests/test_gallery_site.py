@@ -84,7 +84,10 @@ def test_every_href_and_src_resolves(site):
         parser = parse_page(page)
         for img in parser.imgs:
             assert img.get("loading") == "lazy", (page, img)
-        assert parser.scripts == ["../" * (len(page.relative_to(site).parts) - 1) + "static/site.js"]
+        up = "../" * (len(page.relative_to(site).parts) - 1)
+        # site.js everywhere; the index adds its search data, layer pages their embedded grid data
+        extra = {"index.html": ["search.js"], "layers": ["INLINE"]}.get(page.relative_to(site).parts[0], [])
+        assert parser.scripts == [up + "static/site.js"] + extra, page
 
 
 def test_names_and_labels_are_escaped(site):

@@ -240,6 +240,11 @@ def _unit_maps(act: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
     return torch.stack(maps, dim=1)
 
 
+def unit_maps(act: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
+    """N x U [x H x W]: each unit's map in a layer's activation (channels, or basis features)."""
+    return _unit_maps(act, units)
+
+
 class TopExamples(Reducer):
     """Per unit, the k images where it is largest and the k where it is smallest (spatial max /
     min and its position), keeping only k entries each way: memory is units x k.

@@ -10,6 +10,9 @@ they finish, through `run_tasks(expand=...)`). Kinds used (registered in `vizsui
 - `unit_circuits` (batched by layer): expanded weights to the previous / next gallery layer,
   heatmaps, and the classes the unit supports;
 - `circuit_graph`: a `--circuit` unit with its strongest inputs over two earlier layers;
+- `model_graph`: the meaningful-layer graph and receptive fields for the index;
+- `render_unit` with a spatial unit (`LAYER:K@Y,X`, objective `neuron`): each unit's centre
+  neuron page;
 - `unit_effects` (batched by layer; with an image folder): what the unit does (classes whose
   probability drops / rises when it is ablated) and its measured input edges over its examples.
 """
@@ -48,6 +51,7 @@ class GalleryConfig:
     recipe: dict = field(default_factory=dict)
     circuits: list[tuple[str, int]] = field(default_factory=list)  # extra circuit pages
     circuit_layers: dict[str, list[str]] = field(default_factory=dict)  # unit layer -> 2 earlier layers
+    spatial: bool = True  # a spatial-neuron page (the centre position) per unit of a spatial layer
     ablation: str = "mean"  # how causal evidence ablates a unit: mean | zero | none (skip it)
     #: dictionary bases by name: a layer `LAYER/NAME` gets feature pages (docs/units.md)
     bases: dict = field(default_factory=dict)
@@ -153,9 +157,11 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
     images_dir = str(Path(cfg.images).resolve()) if cfg.images else None
     dataset = {key: plan.add("dataset_examples", **{k: v for k, v in dataset_task_params(
         model, split_key(key, cfg.bases)[0], cfg.images, k=cfg.k,
-        units=[plan.unit(key, u) for u in cfg.units[key]]).items() if k != "model"})
+        units=[plan.unit(key, u) for u in cfg.units[key]], overlays=True).items() if k != "model"})
         for key in keys} if cfg.images else {}
     dream = {key: plan.render(split_key(key, cfg.bases)[0], -1, "deepdream") for key in keys}
+    graph_task = plan.add("model_graph", seed=cfg.seed, extra=layers)
+    spatial = _plan_spatial(plan, info, cfg) if cfg.spatial else {}
     renders, circuits, effects = {}, {}, {}
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
@@ -199,13 +205,15 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
         r = renders.get((layer, u))
         return _publish(site, report, r["main"] if r else extra.get((layer, u)), "image.png")
 
-    model_info = P.ModelInfo(model.name, [P.LayerSummary(i.name, i.type, i.shape, i.channels, i.default)
-                                          for i in info], model.spec.description, model.spec.source,
-                             model.spec.licence, model.input_size, plan.fp)
+    graph = report.results[graph_task.key].value
+    model_info = P.ModelInfo(model.name, _layer_summaries(info, graph), model.spec.description,
+                             model.spec.source, model.spec.licence, model.input_size, plan.fp, graph=graph)
     data = P.SiteData(model_info)
     for layer in layers:
-        data.layers.append(P.LayerPage(layer, [P.UnitCard(u, thumb(layer, u)) for u in cfg.units[layer]],
+        data.layers.append(P.LayerPage(layer, _unit_cards(report, layer, cfg.units[layer], thumb, circuits,
+                                                          dataset.get(layer)),
                                        deepdream=_publish(site, report, dream[layer], "image.png")))
+    data.spatial = _spatial_pages(site, report, spatial, graph)
     _feature_pages(site, report, plan, data, features, feature_tasks, renders, effects, dataset, dream, thumb)
     for li, layer in enumerate(layers):
         for u in cfg.units[layer]:
@@ -340,9 +348,9 @@ def _examples(site, report, page, dataset_task, u) -> None:
     crops = report.results[dataset_task.key].value.crops.get(str(u), {})
     for sign, target in (("pos", page.positive_examples), ("neg", page.negative_examples)):
         for row in crops.get(sign, []):
-            img = _publish(site, report, dataset_task, row.file)
-            if img:
-                target.append(P.Example(img, row.value, row.image))
+            ex = _example(site, report, dataset_task, row)
+            if ex:
+                target.append(ex)
 
 
 def _effects(fx, prev, thumb) -> P.Effects:
@@ -384,3 +392,69 @@ def _neuron_page(site, report, layers, li, u, r, circuit_task, dataset_task, thu
     page.classes = list(c.classes)
     _examples(site, report, page, dataset_task, u)
     return page
+
+
+# ------------------------------------------------------------------------------ page-data helpers
+
+def _layer_summaries(info, graph) -> list[P.LayerSummary]:
+    """The index table: the graph's meaningful layers (and built layers it does not show), with
+    measured receptive fields; every listed layer when the graph is empty."""
+    by_name = {i.name: i for i in info}
+    rows = [n for n in graph.nodes if n.kind in ("layer", "extra")] if graph and graph.nodes else []
+    if not rows:
+        return [P.LayerSummary(i.name, i.type, i.shape, i.channels, i.default) for i in info]
+    return [P.LayerSummary(n.name, n.type, tuple(n.shape), n.channels,
+                           bool(by_name[n.name].default) if n.name in by_name else False,
+                           n.receptive_field, n.clipped, n.whole) for n in rows]
+
+
+def _unit_cards(report, layer, units, thumb, circuits, dataset_task) -> list[P.UnitCard]:
+    """A layer page's cards: thumbnail, classes (unit_circuits), mean activation and
+    selectivity (dataset pass) where built; descriptions are for the describe task to set."""
+    stats = {}
+    if dataset_task is not None:
+        res = report.results[dataset_task.key].value
+        for i, u in enumerate(res.units):
+            stats[int(u)] = (res.mean[i] if i < len(res.mean) else None,
+                             res.selectivity[i] if i < len(res.selectivity) else None)
+    cards = []
+    for u in units:
+        c = report.results[circuits[(layer, u)].key].value if (layer, u) in circuits else None
+        mean, sel = stats.get(int(u), (None, None))
+        cards.append(P.UnitCard(u, thumb(layer, u), mean_activation=mean, selectivity=sel,
+                                top_classes=[cs.label for cs in c.classes] if c else []))
+    return cards
+
+
+def _example(site, report, task, row) -> Optional[P.Example]:
+    """A dataset example with its activation overlay, whole image and receptive-field box."""
+    img = _publish(site, report, task, row.file)
+    if img is None:
+        return None
+    overlay = _publish(site, report, task, row.overlay) if row.overlay else None
+    full = _publish(site, report, task, row.full) if row.full else None
+    return P.Example(img, row.value, row.image, overlay=overlay, full=full,
+                     box=tuple(row.box) if row.box and full else None)
+
+
+def _plan_spatial(plan: _Plan, info, cfg: GalleryConfig) -> dict:
+    """{(layer, unit, y, x): render task} for the centre neuron of every unit of a spatial layer."""
+    shapes = {i.name: i.shape for i in info}
+    out = {}
+    for layer in cfg.layers:
+        shape = shapes.get(layer, ())
+        if len(shape) != 3 or shape[1] * shape[2] <= 1:
+            continue
+        y, x = shape[1] // 2, shape[2] // 2
+        for u in cfg.units[layer]:
+            out[(layer, int(u), y, x)] = plan.render(layer, f"{layer}:{int(u)}@{y},{x}", "neuron")
+    return out
+
+
+def _spatial_pages(site, report, spatial: dict, graph) -> list[P.SpatialNeuronPage]:
+    pages = []
+    for (layer, u, y, x), task in spatial.items():
+        node = graph.node(layer) if graph else None
+        pages.append(P.SpatialNeuronPage(layer, u, y, x, main=_publish(site, report, task, "image.png"),
+                                         receptive_field=node.receptive_field if node else None))
+    return pages

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..tasks.results import ClassScore  # the same record on pages and in task results
+from ..tasks.results import ClassScore, GraphEdge, GraphNode, ModelGraph  # the same records as task results
 
 
 @dataclass
@@ -33,7 +33,9 @@ class LayerSummary:
     shape: tuple[int, ...]
     channels: int
     default: bool = False
-    receptive_field: Optional[int] = None
+    receptive_field: Optional[int] = None  # pixels per side (measured, analysis.receptive)
+    clipped: bool = False  # the field is at least receptive_field wide (wider than measured)
+    whole: bool = False  # the layer sees the whole image (after a global pool)
 
 
 @dataclass
@@ -45,15 +47,23 @@ class ModelInfo:
     licence: str = ""
     input_size: Optional[int] = None
     fingerprint: str = ""
+    graph: Optional[ModelGraph] = None  # meaningful layers and how they connect (analysis.graph)
 
 
 @dataclass
 class UnitCard:
-    """A unit in a layer page's grid."""
+    """A unit in a layer page's grid (and in the site's search index). Unknown values are None:
+    the page sorts them last. `description` is the one-line text a describe task gives
+    (`card.description = text`)."""
 
     unit: int
     thumb: Optional[Img] = None
     caption: str = ""
+    description: Optional[str] = None
+    mean_activation: Optional[float] = None  # over every image and position of the dataset pass
+    selectivity: Optional[float] = None  # (mean of the top-k maxima - mean) / std: how far its best stand out
+    top_classes: list[str] = field(default_factory=list)  # labels of the classes it most supports
+    concepts: list[str] = field(default_factory=list)  # concept directions that use it (search)
 
 
 @dataclass
@@ -85,11 +95,17 @@ class LayerPage:
 
 @dataclass
 class Example:
-    """A dataset example: the crop around the unit's strongest position, its activation value."""
+    """A dataset example: the crop around the unit's strongest position, its activation value;
+    `overlay`: the unit's activation map over the crop (same size, transparent PNG); `full`:
+    the whole image as the model saw it, `box`: the receptive field in it as (top, left, side)
+    fractions of the image side."""
 
     image: Img
     value: float
     source: str = ""
+    overlay: Optional[Img] = None
+    full: Optional[Img] = None
+    box: Optional[tuple[float, float, float]] = None
 
 
 @dataclass
@@ -148,6 +164,22 @@ class NeuronPage:
     features: list[Connection] = field(default_factory=list)  # a neuron: features whose decoders use it most
     outputs_note: str = ""  # why the expanded weights to the next layer are hidden ('' = shown)
     note: str = ""
+    # dictionary features / concept directions that use this unit: (label, href relative to
+    # the site root); linked when the target page exists
+    related: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class SpatialNeuronPage:
+    """One spatial neuron `layer:unit@y,x` (docs/units.md): its render; linked from the channel page."""
+
+    layer: str
+    unit: int
+    y: int
+    x: int
+    main: Optional[Img] = None
+    receptive_field: Optional[int] = None
+    note: str = ""
 
 
 @dataclass
@@ -186,3 +218,4 @@ class SiteData:
     neurons: list[NeuronPage] = field(default_factory=list)
     circuits: list[CircuitPage] = field(default_factory=list)
     title: str = ""
+    spatial: list[SpatialNeuronPage] = field(default_factory=list)

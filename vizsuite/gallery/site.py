@@ -2,14 +2,18 @@
 
     write_site(SiteData(model=..., layers=[...], neurons=[...], circuits=[...]), "out/site")
 
-Pages: index.html, layers/<layer>.html, neurons/<layer>/<unit>.html, circuits/<layer>/<unit>.html,
-static/site.css + site.js (no CDN: the site works from file:// offline), manifest.json.
-Every page is written atomically; jinja2 autoescapes every name and label.
+Pages: index.html, layers/<layer>.html, neurons/<layer>/<unit>.html, spatial neurons
+neurons/<layer>/<unit>_y<Y>_x<X>.html, circuits/<layer>/<unit>.html, static/site.css + site.js
+(no CDN: the site works from file:// offline), search.js (the index's unit search data: a
+script assignment, since fetch() of local JSON fails on file://), manifest.json.
+Every page is written atomically; jinja2 autoescapes every name and label; data embedded for
+scripts goes through `_json_script` (no `</script>` can close it early).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -22,9 +26,10 @@ from typing import Callable, Iterable, Optional
 from urllib.parse import quote
 
 import jinja2
+from markupsafe import Markup
 
 from ..fileio import pid_alive, write_manifest, write_text
-from .pages import CircuitPage, Img, LayerPage, NeuronPage, SiteData
+from .pages import CircuitPage, Img, LayerPage, ModelGraph, NeuronPage, SiteData, SpatialNeuronPage
 
 STATIC_FILES = ("site.css", "site.js")
 
@@ -49,6 +54,20 @@ def circuit_path(layer: str, unit: int) -> str:
     return f"circuits/{slug(layer)}/{int(unit)}.html"
 
 
+def spatial_path(layer: str, unit: int, y: int, x: int) -> str:
+    return f"neurons/{slug(layer)}/{int(unit)}_y{int(y)}_x{int(x)}.html"
+
+
+SEARCH_DATA = "search.js"
+
+
+def _json_script(value) -> Markup:
+    """JSON for a <script> element: compact, deterministic, and with <, > and & escaped so no
+    label can end the element or start markup."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=False, allow_nan=False)
+    return Markup(text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("vizsuite.gallery", "templates"),
@@ -57,6 +76,7 @@ def _env() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     env.filters["num"] = _num
+    env.filters["json_script"] = _json_script
     return env
 
 
@@ -117,6 +137,88 @@ def circuit_layout(page: CircuitPage, url: Callable[[str], str], unit_href: Call
     return {"nodes": list(nodes.values()), "edges": edges, "width": width, "height": height, "size": node}
 
 
+# ------------------------------------------------------------------------------ model graph SVG
+
+@dataclass
+class _GNode:
+    name: str
+    label: str
+    kind: str  # layer | branch | input
+    merge: Optional[str]
+    x: float  # centre
+    y: float  # top
+    w: float
+    href: Optional[str]
+    here: bool
+    title: str
+
+
+def graph_targets(graph: ModelGraph, built: Iterable[str]) -> dict[str, str]:
+    """{graph node: built layer it opens}: the node itself, or for a built container (a stage
+    `blocks.3` holding `blocks.3.0` ...) the last node inside it, whose output is the container's."""
+    names = [n.name for n in graph.nodes if n.kind == "layer"]
+    out: dict[str, str] = {}
+    for layer in built:
+        if layer in names:
+            out[layer] = layer
+            continue
+        inside = [n for n in names if n.startswith(layer + ".")]
+        if inside:
+            out.setdefault(inside[-1], layer)
+    return out
+
+
+def in_graph(graph: Optional[ModelGraph], layer: str) -> list[str]:
+    """The graph nodes a layer page highlights: the layer's node, or every node inside it."""
+    if graph is None:
+        return []
+    names = [n.name for n in graph.nodes if n.kind in ("layer", "branch")]
+    return [layer] if layer in names else [n for n in names if n.startswith(layer + ".")]
+
+
+def graph_layout(graph: ModelGraph, layer_href: Callable[[str], Optional[str]], here: Iterable[str] = (),
+                 row: int = 30, box: int = 20, trunk_w: int = 200, branch_w: int = 132):
+    """Positions for the model-graph SVG: trunk layers down the middle one per row, the
+    branches of a merge side by side on the row above it, residual skips as arcs on the right."""
+    rows: list[list] = [[("input", "input", "input", None, "")]]
+    for n in graph.nodes:
+        if n.kind not in ("layer", "branch"):
+            continue
+        title = f"{n.name} ({n.type}) {' x '.join(map(str, n.shape))}"
+        entry = (n.name, n.name, n.kind, n.merge, title)
+        if n.kind == "branch" and rows[-1] and rows[-1][-1][2] == "branch":
+            rows[-1].append(entry)
+        else:
+            rows.append([entry])
+    width = max(trunk_w + 120, max(len(r) for r in rows) * (branch_w + 8) + 16)
+    nodes: dict[str, _GNode] = {}
+    for i, r in enumerate(rows):
+        w = trunk_w if r[0][2] != "branch" else branch_w
+        step = width / len(r)
+        for j, (name, label, kind, merge, title) in enumerate(r):
+            nodes[name] = _GNode(name, label, kind, merge, step * (j + 0.5) if kind == "branch" else width / 2,
+                                 10 + i * row, w if kind != "input" else 80,
+                                 layer_href(name) if kind != "input" else None, False, title)
+    here = set(here)
+    for n in nodes.values():
+        n.here = n.name in here
+    edges = []
+    for e in graph.edges:
+        a, b = nodes.get(e.src), nodes.get(e.dst)
+        if a is None or b is None:
+            continue
+        if e.kind == "skip":
+            x1, y1 = a.x + a.w / 2, a.y + box / 2
+            x2, y2 = b.x + b.w / 2, b.y + box / 2
+            bend = 26 + 6 * min(6, (b.y - a.y) / row)
+            edges.append({"kind": "skip", "d": f"M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} {x2 + bend:.1f},{y2:.1f} "
+                                              f"{x2 + 3:.1f},{y2:.1f}", "lx": x2 + bend * 0.8, "ly": (y1 + y2) / 2 + 4})
+        else:
+            edges.append({"kind": "flow", "d": f"M{a.x:.1f},{a.y + box:.1f} L{b.x:.1f},{b.y:.1f}"})
+    return {"nodes": list(nodes.values()), "edges": edges, "width": round(width), "height": 10 + len(rows) * row,
+            "box": box}
+
+
 # ------------------------------------------------------------------------------ writer
 
 class _Site:
@@ -127,6 +229,8 @@ class _Site:
         self.layer_pages = {p.name: layer_path(p.name) for p in data.layers}
         self.neuron_pages = {(n.layer, n.unit): neuron_path(n.layer, n.unit) for n in data.neurons}
         self.circuit_pages = {(c.layer, c.unit): circuit_path(c.layer, c.unit) for c in data.circuits}
+        self.spatial_pages = {(s.layer, s.unit, s.y, s.x): spatial_path(s.layer, s.unit, s.y, s.x) for s in data.spatial}
+        self.graph_links = graph_targets(data.model.graph, self.layer_pages) if data.model.graph else {}
         self.env = _env()
         self.missing: list[str] = []
 
@@ -152,14 +256,61 @@ class _Site:
             p = self.circuit_pages.get((layer, int(unit)))
             return url(p) if p else None
 
+        def page_href(target: str) -> Optional[str]:
+            """A link to a page of this site (or one already in it), else None: nothing dangles."""
+            target = target.lstrip("/")
+            return url(target) if target in self.known_pages() or (self.root / target).is_file() else None
+
+        def spatial_of(layer: str, unit: int) -> list:
+            return [(s, url(self.spatial_pages[(s.layer, s.unit, s.y, s.x)])) for s in self.data.spatial
+                    if s.layer == layer and s.unit == int(unit)]
+
         return {"url": url, "unit_href": unit_href, "layer_href": layer_href, "circuit_href": circuit_href,
+                "page_href": page_href, "spatial_of": spatial_of,
                 "model": self.data.model, "title": self.data.title or f"{self.data.model.name} gallery",
                 "home": url("index.html"), "static": lambda name: url(f"static/{name}"),
-                "layout": lambda page: circuit_layout(page, url, unit_href)}
+                "layout": lambda page: circuit_layout(page, url, unit_href),
+                "graph_layout": lambda graph, here=(): graph_layout(
+                    graph, lambda n: layer_href(self.graph_links.get(n, "")), in_graph(graph, here) if here else ()),
+                "in_graph": lambda layer: in_graph(self.data.model.graph, layer)}
+
+    def known_pages(self) -> set[str]:
+        return {"index.html", *self.layer_pages.values(), *self.neuron_pages.values(),
+                *self.circuit_pages.values(), *self.spatial_pages.values()}
+
+    def cards(self, page: LayerPage, page_path: str) -> list[dict]:
+        """The layer page's grid as data for site.js (hrefs relative to the page)."""
+        ctx = self.context(page_path)
+        return [{"u": c.unit, "h": ctx["unit_href"](page.name, c.unit),
+                 "t": ctx["url"](c.thumb.src) if c.thumb else None,
+                 "d": c.description or c.caption or "", "m": _finite(c.mean_activation),
+                 "s": _finite(c.selectivity), "c": list(c.top_classes), "k": list(c.concepts)}
+                for c in page.units]
+
+    def search_data(self) -> dict:
+        """Every built unit for the index's search (hrefs relative to the site root)."""
+        ctx = self.context("index.html")
+        units = []
+        for page in self.data.layers:
+            for c in page.units:
+                units.append({"l": page.name, "u": c.unit,
+                              "h": ctx["unit_href"](page.name, c.unit) or ctx["layer_href"](page.name),
+                              "t": ctx["url"](c.thumb.src) if c.thumb else None,
+                              "d": c.description or c.caption or "", "c": list(c.top_classes),
+                              "k": list(c.concepts), "s": _finite(c.selectivity)})
+        return {"units": units}
 
     def render(self, template: str, page_path: str, **values) -> Path:
         html = self.env.get_template(template).render(**self.context(page_path), page_path=page_path, **values)
         return write_text(self.out / page_path, html)
+
+
+def _finite(value) -> Optional[float]:
+    """A JSON-safe number (None for unknown or non-finite), rounded so pages stay byte-stable."""
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, 6) if value == value and abs(value) != float("inf") else None
 
 
 def write_site(data: SiteData, site_dir: str | Path, *, command: Optional[list[str]] = None,
@@ -194,13 +345,16 @@ def _write_pages(data: SiteData, root: Path, out: Path, command) -> tuple[list[d
     model = data.model.name
     items: list[dict] = [{"file": f"static/{n}", "kind": "static"} for n in STATIC_FILES]
 
+    write_text(out / SEARCH_DATA, "// unit search data for index.html (a script: works from file://)\n"
+               f"window.VIZSUITE_SEARCH = {_json_script(site.search_data())};\n")
+    items.append({"file": SEARCH_DATA, "kind": "search"})
     site.render("index.html.j2", "index.html", layers=data.layers)
     items.append({"file": "index.html", "kind": "index", "model": model})
 
     layer_names = [p.name for p in data.layers]
     for i, page in enumerate(data.layers):
         path = site.layer_pages[page.name]
-        site.render("layer.html.j2", path, page=page,
+        site.render("layer.html.j2", path, page=page, cards=site.cards(page, path),
                     prev=layer_names[i - 1] if i > 0 else None,
                     next=layer_names[i + 1] if i + 1 < len(layer_names) else None)
         items.append({"file": path, "kind": "layer", "model": model, "layer": page.name,
@@ -215,6 +369,12 @@ def _write_pages(data: SiteData, root: Path, out: Path, command) -> tuple[list[d
                     prev=(prev.layer, prev.unit) if prev else None, next=(nxt.layer, nxt.unit) if nxt else None)
         items.append({"file": path, "kind": "neuron", "model": model, "layer": page.layer, "unit": page.unit})
 
+    for page in data.spatial:
+        path = site.spatial_pages[(page.layer, page.unit, page.y, page.x)]
+        site.render("spatial.html.j2", path, page=page)
+        items.append({"file": path, "kind": "spatial_neuron", "model": model, "layer": page.layer,
+                      "unit": page.unit, "y": page.y, "x": page.x})
+
     for page in data.circuits:
         path = site.circuit_pages[(page.layer, page.unit)]
         site.render("circuit.html.j2", path, page=page)
@@ -225,7 +385,7 @@ def _write_pages(data: SiteData, root: Path, out: Path, command) -> tuple[list[d
 
 
 #: what a build writes at the site's top level (assets and .cache are the task store's)
-PAGE_ENTRIES = ("static", "layers", "neurons", "circuits", "index.html", "manifest.json")
+PAGE_ENTRIES = ("static", "layers", "neurons", "circuits", SEARCH_DATA, "index.html", "manifest.json")
 
 
 def _swap_in(staging: Path, root: Path) -> None:

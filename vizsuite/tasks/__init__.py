@@ -17,7 +17,7 @@ from ..hashing import model_fingerprint
 from .store import TaskResult, TaskStore
 
 # every task kind is registered when vizsuite.tasks is imported (kinds import engines lazily)
-from . import atlas, circuits, describe, effects, examples, features, renders  # noqa: E402,F401  isort: skip
+from . import atlas, circuits, describe, effects, examples, features, graph, renders  # noqa: E402,F401  isort: skip
 
 __all__ = ["BuildReport", "CACHE_VERSION", "ModelRef", "Task", "TaskContext", "TaskError", "TaskResult",
            "TaskStore", "canonical_json", "content_hash", "execute", "make_task", "model_fingerprint",

@@ -9,7 +9,9 @@ from .results import DatasetResult
 
 @register_task("dataset_examples", result=DatasetResult)
 def dataset_examples_task(task, ctx) -> DatasetResult:
-    """Task kind `dataset_examples`: writes examples.npz/.json and pos_/neg_ PNG crops per unit."""
+    """Task kind `dataset_examples`: writes examples.npz/.json and pos_/neg_ PNG crops per unit;
+    with param `overlays`, each crop's activation-map PNG (`*_map.png`) and the whole images
+    (`full_<index>.jpg`)."""
     from ..analysis.examples import compute_dataset_examples
     from ..errors import UserError
     from ..hashing import image_list_signature
@@ -24,8 +26,13 @@ def dataset_examples_task(task, ctx) -> DatasetResult:
     # channel indices, or unit records (dictionary features: `LAYER/NAME:K`, docs/units.md)
     units = {layer: [Unit.from_json(u) if isinstance(u, dict) else int(u) for u in task["units"]]} \
         if task.get("units") is not None else None
+    overlays = bool(task.get("overlays", False))
     ex = compute_dataset_examples(ctx.model, [layer], paths, k=task["k"], units=units,
-                                  crop_px=task["crop_px"], progress=False)[layer]
+                                  crop_px=task["crop_px"], progress=False, overlays=overlays)[layer]
     ex.save(ctx.path("examples.npz"))
-    files = {str(u): ex.save_crops(u, ctx.out_dir, prefix=f"u{u}_") for u in ex.units}
-    return DatasetResult(ex.units, ex.rf.as_dict(), files, ex.meta.get("skipped", 0))
+    files = {str(u): ex.save_crops(u, ctx.out_dir, prefix=f"u{u}_", full=overlays) for u in ex.units}
+    if overlays:
+        ex.save_full_images(ctx.out_dir)
+    finite = lambda a: [] if a is None else [float(v) if v == v else None for v in a]  # noqa: E731 - NaN: unknown
+    return DatasetResult(ex.units, ex.rf.as_dict(), files, ex.meta.get("skipped", 0),
+                         mean=finite(ex.mean), selectivity=finite(ex.selectivity))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..analysis.graph import GraphEdge, GraphNode, ModelGraph  # torch-free dataclasses (`model_graph` kind)
+
 
 @dataclass
 class UnitRender:
@@ -96,9 +98,15 @@ class CircuitGraph:
 
 @dataclass
 class ExampleFile:
+    """One example crop; `overlay`: its activation-map PNG, `full`: the whole image's file,
+    `box`: the receptive field in it as (top, left, side) fractions."""
+
     file: str
     value: float
     image: str
+    overlay: str = ""
+    full: str = ""
+    box: Optional[tuple[float, float, float]] = None
 
 
 @dataclass
@@ -109,6 +117,8 @@ class DatasetResult:
     rf: dict
     crops: dict[str, dict[str, list[ExampleFile]]]
     skipped: int = 0
+    mean: list[Optional[float]] = field(default_factory=list)  # per unit (as `units`): over images and positions
+    selectivity: list[Optional[float]] = field(default_factory=list)  # per unit: (mean top-k max - mean) / std
 
 
 @dataclass
