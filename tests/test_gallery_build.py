@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -66,6 +67,11 @@ def test_tiny_gallery_pages_and_links(tiny_site):
     assert ("Inputs it uses (measured)" in page3 or "No input changes this unit" in page3) \
         and "What this unit does" in page3
     assert "Strongest inputs (expanded weights)" in page3 or "are not shown" in page3
+    # every unit is described (docs/describe.md): the line on its page, in the grid and the search index
+    assert 'class="lead description-line"' in page3 and "<svg" in page3.split("description-line")[1]
+    search = (tiny_site / "search.js").read_text()
+    lines = re.findall(r'"d":"([^"]*)"', search)
+    assert len(lines) == 6 and all(lines)
     page2 = (tiny_site / "neurons" / "relu2" / "0.html").read_text()
     assert "Strongest outputs" in page2 or "are not shown" in page2
     circuit = (tiny_site / "circuits" / "relu3" / "1.html").read_text()

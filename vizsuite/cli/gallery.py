@@ -15,7 +15,7 @@ from .common import (add_basis_arg, add_executor_args, add_model_args, add_quiet
                      check_seed, executor_options, model_from_args)
 
 SPEC_KEYS = {"model", "weights", "random_weights", "mean", "std", "input_size", "layers", "units", "images",
-             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out", "ablation"}
+             "steps", "size", "diversity", "k", "fan", "seed", "circuits", "jobs", "out", "ablation", "describe"}
 
 
 def register(sub) -> None:
@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--circuit", action="append", metavar="LAYER:UNIT", default=None,
                    help="also draw this unit's circuit over two earlier layers (repeatable)")
     add_basis_arg(p)
+    p.add_argument("--no-describe", dest="describe", action="store_false", default=None,
+                   help="skip the one-line unit descriptions (tuning curves, top classes; docs/describe.md)")
     p.add_argument("--ablation", choices=("mean", "zero", "none"), default=None,
                    help="how neuron pages measure what a unit does and uses, with --images (default mean: "
                         "the unit set to its mean over the images; none: skip)")
@@ -96,6 +98,7 @@ SPEC_TYPES = {
     "circuits": (lambda v: _is_str_list(v), 'a list of "LAYER:UNIT" strings'),
     "out": (lambda v: isinstance(v, str), "a path (string)"),
     "ablation": (lambda v: v in ("mean", "zero", "none"), '"mean", "zero" or "none"'),
+    "describe": (lambda v: isinstance(v, bool), "true or false"),
     **{k: (_is_int, "an integer") for k in ("steps", "size", "diversity", "k", "fan", "seed", "jobs")},
 }
 
@@ -232,7 +235,8 @@ def run(args) -> int:
                         k=args.k or 6, fan=args.fan or 4,
                         diversity=4 if args.diversity is None else args.diversity,
                         seed=args.seed or 0, recipe=recipe, circuits=circuits, circuit_layers=circuit_layers,
-                        ablation=args.ablation or "mean", bases=dict(bases))
+                        ablation=args.ablation or "mean", bases=dict(bases),
+                        describe=args.describe is not False)
     report = build_gallery(model, args.out, cfg, progress=not args.quiet, **executor_options(args, model))
     print(f"{report.summary()}; site: {Path(args.out) / 'index.html'}")
     return 0

@@ -55,6 +55,7 @@ class GalleryConfig:
     ablation: str = "mean"  # how causal evidence ablates a unit: mean | zero | none (skip it)
     #: dictionary bases by name: a layer `LAYER/NAME` gets feature pages (docs/units.md)
     bases: dict = field(default_factory=dict)
+    describe: bool = True  # a one-line description per unit (docs/describe.md), searchable in the index
 
 
 # ------------------------------------------------------------------------------ plan
@@ -182,6 +183,7 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
                     mode=cfg.ablation)
                 plan.tasks.append(effects[(layer, u)])
     feature_tasks = _plan_features(plan, features, dataset, renders, effects, images_dir)
+    described = _plan_descriptions(plan, keys)
     graphs = {(layer, u): plan.add("circuit_graph", layer=layer, unit=int(u), fan=cfg.fan,
                                    layers=cfg.circuit_layers[layer] + [layer]) for layer, u in cfg.circuits}
     graph_keys = {t.key for t in graphs.values()}
@@ -238,10 +240,50 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
         levels = [[P.CircuitNode(l, x, thumb(l, x)) for l, x in level] for level in g.levels]
         edges = [P.CircuitEdge(tuple(s), tuple(d), w) for s, d, w in g.edges]
         data.circuits.append(P.CircuitPage(layer, u, levels, edges))
+    _attach_descriptions(report, data, described)
     from .site import write_site
 
     write_site(data, site, command=command)
     return report
+
+
+# ------------------------------------------------------------------------------ descriptions
+
+def _plan_descriptions(plan: _Plan, keys: list[str]) -> dict:
+    """{(key, unit): describe_units task} for every page unit (channels and features alike)."""
+    if not plan.cfg.describe:
+        return {}
+    from ..tasks.describe import describe_tasks
+
+    pairs = [(key, int(u)) for key in keys for u in plan.cfg.units[key]]
+    tasks = describe_tasks(plan.model, [plan.unit(key, u) for key, u in pairs], images=plan.cfg.images,
+                           k=plan.cfg.k, seed=plan.cfg.seed)
+    plan.tasks.extend(tasks)
+    return dict(zip(pairs, tasks))
+
+
+def _attach_descriptions(report, data: P.SiteData, described: dict) -> None:
+    """Each described unit's line on its card (layer grid, search index) and its evidence on its page."""
+    if not described:
+        return
+    from ..describe.svg import curve_svg
+
+    found = {pair: report.results[t.key].value for pair, t in described.items() if t.key in report.results}
+    for page in data.layers:
+        for card in page.units:
+            d = found.get((page.name, int(card.unit)))
+            if d is not None:
+                card.description = d.description
+                card.concepts = [c.name for c in d.evidence.concepts if c.auroc >= 0.75]
+    for page in data.neurons:
+        d = found.get((page.layer, int(page.unit)))
+        if d is None:
+            continue
+        sim = d.simulation
+        page.description = P.Description(
+            d.description, d.confidence, list(d.reasons),
+            [P.Curve(t.family, t.parameter, t.units, t.preferred, t.selectivity, curve_svg(t)) for t in d.evidence.tuning],
+            None if sim is None else sim.correlation, None if sim is None else sim.control)
 
 
 # ------------------------------------------------------------------------------ feature pages

@@ -148,6 +148,30 @@ class Effects:
 
 
 @dataclass
+class Curve:
+    """One tuning curve of a description: `svg` is an inline <svg> the describe engine drew."""
+
+    family: str
+    parameter: str
+    units: str
+    preferred: float
+    selectivity: float
+    svg: str = ""
+
+
+@dataclass
+class Description:
+    """A unit's one-line description from measured evidence (docs/describe.md)."""
+
+    text: str
+    confidence: float
+    reasons: list[str] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
+    simulation: Optional[float] = None  # correlation of the description's prediction with the unit
+    control: Optional[float] = None  # the same with another unit's description
+
+
+@dataclass
 class NeuronPage:
     layer: str
     unit: int
@@ -163,6 +187,7 @@ class NeuronPage:
     made_of: list[Connection] = field(default_factory=list)  # a feature: the neurons its decoder writes most
     features: list[Connection] = field(default_factory=list)  # a neuron: features whose decoders use it most
     outputs_note: str = ""  # why the expanded weights to the next layer are hidden ('' = shown)
+    description: Optional[Description] = None
     note: str = ""
     # dictionary features / concept directions that use this unit: (label, href relative to
     # the site root); linked when the target page exists
