@@ -13,11 +13,19 @@ from vizsuite.optvis import (ImageParam, channel, class_logit, evaluate, l1, lay
 from .optvis_helpers import ORIENTATIONS, angle_diff, dominant_orientation, oriented_cnn, tiny_cnn
 
 
-def test_oriented_filters_each_channel_shows_its_orientation():
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_oriented_filters_each_channel_shows_its_orientation(precision):
     """Every Gabor channel's visualization has its dominant spectral orientation within 11.25
-    degrees (half the spacing) of the filter's, all 8 rendered in one batch."""
+    degrees (half the spacing) of the filter's, all 8 rendered in one batch, in the default
+    precision (bf16 on CPUs with AVX512-BF16/AMX) and in the fp32 reference.
+
+    64 steps (was 40): at 40 steps seed 0's weakest channel (112.5 deg) lands at 9.9 deg in fp32
+    and at 11.7 in bf16, while the mean error over 6 seeds x 8 channels is the same (3.80 fp32,
+    3.89 bf16): that channel is the marginal one in both. At 64 steps: 7.2 fp32, 10.7 bf16
+    (mean over 6 seeds 3.34 / 3.60). The tolerance is not loosened."""
     model = oriented_cnn(48)
-    result = render(model, [channel("pool", k) for k in range(8)], steps=40, progress=False, seed=0)
+    result = render(model, [channel("pool", k) for k in range(8)], steps=64, progress=False, seed=0,
+                    precision=precision)
     found = [dominant_orientation(img) for img in result.images]
     errors = [angle_diff(f, o) for f, o in zip(found, ORIENTATIONS)]
     assert max(errors) < 11.25, list(zip(ORIENTATIONS, found))
@@ -38,8 +46,10 @@ def test_same_seed_same_pixels_other_seed_differs():
     assert not torch.equal(a.images, c.images)
 
 
-def test_same_seed_same_pixels_on_efficientnet(effnet):
-    kw = dict(steps=3, size=48, progress=False, seed=4)
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_same_seed_same_pixels_on_efficientnet(effnet, precision):
+    """fp32 is the bit-reproducible reference; the default precision repeats too (same device)."""
+    kw = dict(steps=3, size=48, progress=False, seed=4, precision=precision)
     a = render(effnet, channel("blocks.1", 2), **kw)
     b = render(effnet, channel("blocks.1", 2), **kw)
     assert torch.equal(a.images, b.images)
@@ -161,7 +171,7 @@ def test_channels_last_and_folded_batch_norms_compute_the_same_render(effnet):
         value = activations(net, xi, ["blocks.1"], grad=True)["blocks.1"][:, 2].mean()
         grads.append(torch.autograd.grad(value, xi)[0])
     assert ((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-5
-    kw = dict(steps=3, size=48, progress=False, seed=4)
+    kw = dict(steps=3, size=48, progress=False, seed=4, precision="fp32")
     a = render(effnet, channel("blocks.1", 2), channels_last=False, fold_batchnorm=False, **kw)
     b = render(effnet, channel("blocks.1", 2), **kw)
     assert (a.images - b.images).abs().max() < 0.02
@@ -169,20 +179,20 @@ def test_channels_last_and_folded_batch_norms_compute_the_same_render(effnet):
 
 
 def test_bf16_render_maximizes_the_unit_and_is_deterministic():
-    """bf16 autocast: the same seed gives identical pixels; image k excites Gabor channel k more
-    than any other channel and far above grey (scored in fp32 by evaluate), and its dominant
-    orientation is the filter's. The orientation tolerance is 15 degrees, not the fp32 test's
-    11.25: bf16 keeps 8 mantissa bits of the input pixels, and one of the 8 lands at 11.7."""
+    """bf16 (asked for, so covered on any CPU): the same seed gives identical pixels; image k
+    excites Gabor channel k more than any other channel and far above grey (scored in fp32 by
+    evaluate), and its dominant orientation is the filter's within the fp32 test's 11.25 degrees
+    (64 steps: see test_oriented_filters_each_channel_shows_its_orientation)."""
     model = oriented_cnn(48)
     objective = [channel("pool", k) for k in range(8)]
-    a = render(model, objective, steps=40, progress=False, seed=0, precision="bf16")
-    b = render(model, objective, steps=40, progress=False, seed=0, precision="bf16")
+    a = render(model, objective, steps=64, progress=False, seed=0, precision="bf16")
+    b = render(model, objective, steps=64, progress=False, seed=0, precision="bf16")
     assert torch.equal(a.images, b.images)
-    assert a.values[40].dtype == torch.float32
+    assert a.values[64].dtype == torch.float32 and a.precision == "bf16"
     scores = torch.stack([evaluate(model, [channel("pool", k)] * 8, a.images) for k in range(8)], 1)
     assert scores.argmax(1).tolist() == list(range(8))
     errors = [angle_diff(dominant_orientation(img), o) for img, o in zip(a.images, ORIENTATIONS)]
-    assert max(errors) < 15, errors
+    assert max(errors) < 11.25, errors
     grey = torch.full((8, 3, 48, 48), 0.5)
     assert (evaluate(model, objective, a.images) > evaluate(model, objective, grey) + 0.01).all()
 
@@ -191,7 +201,7 @@ def test_bf16_on_efficientnet_is_deterministic_and_close_to_fp32(effnet):
     kw = dict(steps=8, size=64, progress=False, seed=1)
     a = render(effnet, channel("blocks.2", 3), precision="bf16", **kw)
     b = render(effnet, channel("blocks.2", 3), precision="bf16", **kw)
-    f = render(effnet, channel("blocks.2", 3), **kw)
+    f = render(effnet, channel("blocks.2", 3), precision="fp32", **kw)
     assert torch.equal(a.images, b.images)
     va, vf = evaluate(effnet, channel("blocks.2", 3), a.images), evaluate(effnet, channel("blocks.2", 3), f.images)
     assert float(va) > 0.8 * float(vf)
@@ -200,6 +210,36 @@ def test_bf16_on_efficientnet_is_deterministic_and_close_to_fp32(effnet):
 def test_bad_precision_is_a_user_error():
     with pytest.raises(UserError, match="precision"):
         render(tiny_cnn(), channel("conv1", 0), steps=1, progress=False, precision="fp16")
+
+
+def test_auto_precision_follows_the_hardware():
+    from vizsuite.optvis.render import native_bf16, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert resolve_precision("auto", "meta") == "fp32"  # no native bf16 known there
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    r = render(tiny_cnn(), channel("conv2", 1), steps=1, progress=False)
+    assert r.precision == resolve_precision("auto", "cpu")
+
+
+def test_bf16_copy_stores_bf16_weights_and_runs_without_autocast():
+    """The frozen copy holds bf16 weights (cast once); the loop feeds it bf16 input and no
+    autocast is active; the caller's model keeps its fp32 weights."""
+    model = tiny_cnn()
+    seen = []
+
+    def hook(module, inputs, output):
+        seen.append((inputs[0].dtype, module.weight.dtype, torch.is_autocast_enabled("cpu")))
+
+    handle = model.layer("conv2").register_forward_hook(hook)  # travels into the copy
+    try:
+        r = render(model, channel("conv2", 1), steps=2, progress=False, precision="bf16")
+    finally:
+        handle.remove()
+    assert r.values[2].dtype == torch.float32
+    assert (torch.bfloat16, torch.bfloat16, False) in seen
+    assert all(not autocast for *_, autocast in seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_uncopyable_model_renders_in_eval_mode_and_gets_its_mode_back(monkeypatch):

@@ -79,7 +79,8 @@ def _outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str], output: b
 
 @torch.no_grad()
 def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = (), output: bool = True,
-                   channels_last: bool = True, fold_batchnorm: bool = True) -> nn.Module:
+                   channels_last: bool = True, fold_batchnorm: bool = True,
+                   dtype: Optional[torch.dtype] = None) -> nn.Module:
     """A frozen, faster copy of `model` for loops that need gradients of the input only.
 
     The copy is in eval mode with weights that need no gradient; every batch norm (with running
@@ -89,8 +90,11 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
     own outputs are read, keep their batch norm. The fold is checked on `example`: the `keep`
     layers' outputs, and the model output unless `output=False` (then the check stops at the
     last `keep` layer), must match the original's, else (a convolution output that is also used
-    elsewhere) the copy is returned unfolded. `model` itself is never changed; a model that
-    cannot be copied (some TorchScript modules) is returned as it is.
+    elsewhere) the copy is returned unfolded. `dtype` (e.g. torch.bfloat16): after the fold
+    (checked in the model's own precision) the copy's floating weights and buffers are stored in
+    it, once, so a loop computing in that precision casts no weight per step; the caller feeds
+    inputs of that dtype. `model` itself is never changed; a model that cannot be copied (some
+    TorchScript modules) is returned as it is (not cast: check the result's dtype).
     """
     try:
         net = copy.deepcopy(model)
@@ -103,7 +107,7 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
     try:
         folded = fold_batchnorm and _fold_all(net, keep_ids)
     except Exception:  # noqa: BLE001 - e.g. a parametrized weight that refuses assignment
-        return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False)
+        return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False, dtype=dtype)
     if folded:
         modes = [(m, m.training) for m in model.modules()]
         try:
@@ -113,7 +117,10 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
             for m, training in modes:
                 m.training = training
         if not all(_close(a, b) for a, b in zip(_outputs(net, example, keep, output), expected)):
-            return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False)
+            return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False,
+                                  dtype=dtype)
+    if dtype is not None:
+        net.to(dtype)  # floating tensors only; integer buffers (e.g. num_batches_tracked) stay
     if channels_last:
         for p in net.parameters():
             if p.dim() == 4:

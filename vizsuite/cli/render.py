@@ -51,9 +51,10 @@ def register(sub) -> None:
     p.add_argument("--negative", action="store_true", help="minimize instead of maximize")
     p.add_argument("--batch-size", type=int, default=8, metavar="B",
                    help="units optimized together in one batch (default 8)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="forward-pass precision: bf16 autocast is faster on CPUs with bf16 "
-                        "instructions and on GPUs; the image and optimizer stay fp32 (default fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="model precision: auto (default) = bf16 where the device computes it "
+                        "natively (CPUs with AVX512-BF16/AMX, bf16 GPUs), else fp32; fp32 is the "
+                        "bit-reproducible reference; the image and optimizer stay fp32")
     p.add_argument("--relu-grad", choices=("redirect", "leaky", "exact"), default=None,
                    help="gradient through ReLU/ReLU6 layers: redirect (Lucid's: where an image's "
                         "gradient dies at a layer, pass it through towards the active range), leaky "
@@ -242,7 +243,7 @@ def run(args) -> int:
                 "value": float(values[i]) * sign, "steps": args.steps, "size": size, "seed": args.seed,
                 "param": args.param, "decorrelate": not args.no_decorrelate, "transforms": args.transforms,
                 "alpha": args.alpha, "negative": args.negative, "diversity_index": k,
-                "precision": args.precision, "relu_grad": relu_grad,
+                "precision": result.precision, "relu_grad": relu_grad,
                 "seconds": round(result.seconds / len(job), 3), "file": name,
             })
     write_manifest(out_dir, items)
