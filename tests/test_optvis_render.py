@@ -259,3 +259,45 @@ def test_uncopyable_model_renders_in_eval_mode_and_gets_its_mode_back(monkeypatc
     b = render(model, class_logit(2), steps=3, progress=False)
     assert torch.equal(a.images, b.images)
     assert model.training and model.net.drop.training
+
+
+def test_fused_adam_equals_torch_adam_bit_for_bit():
+    """render's Adam (no torch.optim import of torch._dynamo at start-up) is torch's fused Adam."""
+    from vizsuite.optvis.render import FusedAdam
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 3, 8, 5, 2, generator=g).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    ours, ref = FusedAdam([a], lr=0.05), torch.optim.Adam([b], lr=0.05, fused=True)
+    for _ in range(5):
+        grad = torch.randn(a.shape, generator=g)
+        for p, opt in ((a, ours), (b, ref)):
+            opt.zero_grad(set_to_none=True)
+            p.grad = grad.clone()
+            opt.step()
+    assert torch.equal(a, b)
+
+
+def test_render_copy_is_reused_until_the_model_changes():
+    """The frozen copy is built once per model and options, and rebuilt after an in-place
+    weight change or a new hook; a reused copy renders the same pixels as a fresh one."""
+    import sys
+
+    copies = sys.modules["vizsuite.optvis.render"]._COPIES
+    model = tiny_cnn()
+    kw = dict(steps=2, progress=False, precision="fp32", seed=3)
+    a = render(model, channel("conv2", 1), **kw)
+    net = copies[model][2]
+    b = render(model, channel("conv2", 1), **kw)
+    assert copies[model][2] is net and torch.equal(a.images, b.images)
+    with torch.no_grad():
+        model.layer("conv2").weight.mul_(2)
+    c = render(model, channel("conv2", 1), **kw)
+    assert copies[model][2] is not net and not torch.equal(a.values[2], c.values[2])
+    net = copies[model][2]
+    handle = model.layer("conv1").register_forward_hook(lambda *a: None)
+    try:
+        render(model, channel("conv2", 1), **kw)
+        assert copies[model][2] is not net
+    finally:
+        handle.remove()

@@ -153,12 +153,20 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 # ---------------------------------------------------------------- layer listing
 
-def list_layers(model: VisionModel, input_size: Optional[int] = None) -> list[LayerInfo]:
-    """Every layer that outputs a tensor, in execution order, found with one dummy forward."""
+def list_layers(model: VisionModel, input_size: Optional[int] = None,
+                only: Optional[Sequence[str]] = None) -> list[LayerInfo]:
+    """Every layer that outputs a tensor, in execution order, found with one dummy forward.
+
+    only: list just these layers (the ones that exist and run); the forward then stops after
+    the last of them, so validating a few units of an early layer costs a fraction of a full
+    forward (render's start-up)."""
     size = input_size or model.input_size
     defaults = set(model.spec.default_layers)
     modules = dict(model.net.named_modules())
-    with Hooks(model, [n for n in modules if n], stop_early=False, detach=True, strict=False) as h:
+    names = [n for n in modules if n] if only is None else [n for n in dict.fromkeys(only) if n in modules]
+    if not names:
+        return []
+    with Hooks(model, names, stop_early=only is not None, detach=True, strict=False) as h:
         with torch.no_grad():
             acts = h(torch.zeros(1, 3, size, size, device=model.mean.device))
     out = []

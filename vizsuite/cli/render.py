@@ -128,8 +128,12 @@ def _targets(args, model):
             out.append(({"layer": "logits", "unit": str(idx), "label": model.label(idx)},
                         lambda b, i=idx, make=make: make(i, batch=b)))
         return out
-    layers = list_layers(model)  # the model always sees its input size (render resizes)
     bases = bases_from_args(args)
+    # the model always sees its input size (render resizes); only the named layers are listed
+    # (a truncated forward), unless one is unknown: then the full listing names close matches
+    layers = list_layers(model, only=_layer_names(args.units, bases))
+    if len(layers) < len(_layer_names(args.units, bases)):
+        layers = list_layers(model)
     vector = _load_vector(args.vector) if kind == "direction" else None
     for text in args.units:
         if kind in ("layer", "direction") and ":" not in text:
@@ -159,6 +163,18 @@ def _targets(args, model):
             make = lambda b, u=unit: O.channel(u.layer, u.channel, batch=b)
         out.append(({"layer": unit.layer, "unit": str(unit)}, make))
     return out
+
+
+def _layer_names(texts, bases) -> list[str]:
+    from ..units import parse_unit
+
+    names = []
+    for text in texts:
+        try:
+            names.append(parse_unit(text, bases).layer if ":" in text else text.strip())
+        except Exception:  # noqa: BLE001 - a bad unit: the full validation below says why
+            names.append(text.strip())
+    return list(dict.fromkeys(names))
 
 
 def _filename(target: dict, negative: bool, k: int, kk: int) -> str:

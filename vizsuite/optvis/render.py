@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -98,18 +100,55 @@ def default_relu_grad(model: nn.Module) -> str:
     return getattr(getattr(model, "spec", None), "relu_grad", "redirect")
 
 
-def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(optimizer, params, lr: float):
     """'adam' | 'sgd' | a callable params -> optimizer."""
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(params)
     if optimizer == "adam":
         # fused: one pass over the (large) spectrum per step instead of the foreach
         # implementation's several (~8x faster on a 16-image batch on the CPU); same update rule
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        return torch.optim.Adam(params, lr=lr, fused=fused or None)
+        if FusedAdam.supports(params):
+            return FusedAdam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr)
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     raise UserError(f"unknown optimizer {optimizer!r} (expected adam, sgd or a callable)")
+
+
+class FusedAdam:
+    """`torch.optim.Adam(params, lr, fused=True)`: the same aten kernel (`torch._fused_adam_`)
+    with the same state, so the same numbers bit for bit (tests/test_optvis_render.py), without
+    `torch.optim.Optimizer`, whose first method call imports torch._dynamo (its methods are
+    wrapped in `_disable_dynamo`): 1.1 s of every render's start-up on this machine."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, self.betas, self.eps = float(lr), tuple(betas), float(eps)
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+
+    @staticmethod
+    def supports(params) -> bool:
+        return hasattr(torch, "_fused_adam_") and all(
+            p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        pick = lambda xs: [xs[i] for i in live]  # noqa: E731
+        steps = pick(self.steps)
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(pick(self.params), [self.params[i].grad for i in live], pick(self.exp_avgs),
+                           pick(self.exp_avg_sqs), [], steps, amsgrad=False, lr=self.lr,
+                           beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                           maximize=False)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -300,14 +339,11 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
 
         bar = tqdm(total=steps, disable=not progress, desc="render", unit="step", leave=False)
         start = time.perf_counter()
-        net = inference_copy(model, example, keep=objective.layers, output=objective.needs_logits,
-                             channels_last=channels_last, fold_batchnorm=fold_batchnorm,
-                             dtype=None if precision == "fp32" else DTYPES[precision])
+        net = _render_copy(model, example, tuple(objective.layers), objective.needs_logits, channels_last,
+                           fold_batchnorm, precision, relu_grad)
         if net is model:  # not copyable: run the caller's model in eval mode, restored below
             was_training = model.training
             model.eval()
-        else:
-            redirect_relus(net, relu_grad)
         with keep_freed_memory(), _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
@@ -345,6 +381,41 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                         f"the image became non-finite (NaN/inf)")
     result.snapshots[steps] = result.images
     return result
+
+
+#: the last render copy of each live model: a CLI call with several batches, or a gallery
+#: rendering a layer's units and their negatives, builds (copies, folds, checks) it once
+_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _state_signature(model: nn.Module) -> tuple:
+    """Changes when the model's modules, hooks or tensors change (in place too: `_version`)."""
+    mods = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in model.modules())
+    tensors = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.shape)
+                    for t in itertools.chain(model.parameters(), model.buffers()))
+    return mods, tensors
+
+
+def _render_copy(model: nn.Module, example: torch.Tensor, keep: tuple, output: bool, channels_last: bool,
+                 fold_batchnorm: bool, precision: str, relu_grad: str) -> nn.Module:
+    """`inference_copy` in the compute precision with the ReLU rule applied, reused while the
+    model is unchanged (same options, modules, hooks and weights)."""
+    options = (keep, output, channels_last, fold_batchnorm, precision, relu_grad)
+    try:
+        signature = _state_signature(model)
+        cached = _COPIES.get(model)
+    except TypeError:  # not weak-referenceable: no cache
+        signature, cached = None, None
+    if cached is not None and cached[0] == options and cached[1] == signature:
+        return cached[2]
+    net = inference_copy(model, example, keep=keep, output=output, channels_last=channels_last,
+                         fold_batchnorm=fold_batchnorm, dtype=None if precision == "fp32" else DTYPES[precision])
+    if net is model:
+        return net
+    redirect_relus(net, relu_grad)
+    if signature is not None:
+        _COPIES[model] = (options, signature, net)
+    return net
 
 
 def _non_finite(values: torch.Tensor, parts, objective, step: int):
