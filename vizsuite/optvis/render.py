@@ -219,8 +219,6 @@ class _Forward:
         self.precision = precision
         self.dtype = DTYPES[precision]
         self.stored = _model_dtype(model) == self.dtype
-        #: what the model takes: the caller may cast (and lay out) the batch in the same pass
-        self.input_dtype = self.dtype if self.stored else None
 
     def __enter__(self):
         self.capture = None
@@ -355,8 +353,9 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                     x = composite(images, random_background(images.shape[0], images.shape[-2:],
                                                             generator, device))
                 x = transform(x, generator)
-                if channels_last:  # layout and bf16 cast in one pass
-                    x = x.to(dtype=forward.input_dtype, memory_format=torch.channels_last)
+                if channels_last:
+                    # (casting to bf16 in the same `.to` measured no faster: A/B 1.05x step)
+                    x = x.contiguous(memory_format=torch.channels_last)
                 ctx = forward(images, x)
                 values = objective(ctx)
                 loss = -values.sum()
