@@ -143,6 +143,20 @@ def test_optvis_does_not_import_attribution():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_render_imports_nothing_it_does_not_use():
+    """Start-up: a render (Adam, transforms, the frozen copy) imports neither torch._dynamo
+    (torch.optim's first call does: 1.1 s) nor kornia (0.3 s) nor the attribution stack."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from tests.optvis_helpers import tiny_cnn; from vizsuite.optvis import channel, render; "
+            "render(tiny_cnn(), channel('conv2', 1), steps=2, progress=False); "
+            "heavy = ('torch._dynamo', 'kornia', 'zennit', 'captum', 'timm', 'sklearn', 'sympy'); "
+            "bad = [m for m in heavy if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
 # ---------------------------------------------------------------- speed options
 
 def test_render_leaves_model_layout_hooks_and_mode_untouched(effnet):
