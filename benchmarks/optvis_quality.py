@@ -1,6 +1,6 @@
 """Does a rendered image excite its unit more than any real photo? efficientnet_lite0, 20 units.
 
-    python benchmarks/optvis_quality.py [--steps 128] [--threads 2]
+    python benchmarks/optvis_quality.py [--steps 128] [--threads 2] [--precision auto|fp32|bf16]
 
 For 5 channels in each of blocks.2..blocks.5 the unit's mean activation on its rendered image
 (plain image at the model's input size, no transforms) is compared with its highest mean
@@ -55,7 +55,8 @@ def photo_batch(size: int, crop_pct: float):
     return torch.cat(batch), names
 
 
-def measure(steps: int = 128, threads: int = 2, seed: int = 0, per_layer: int = 5, progress: bool = True):
+def measure(steps: int = 128, threads: int = 2, seed: int = 0, per_layer: int = 5, progress: bool = True,
+            precision: str = "auto"):
     """Rows: (layer, channel, best photo, photo max, rendered, ratio)."""
     torch.set_num_threads(threads)
     from vizsuite.optvis import channel, evaluate, render
@@ -66,7 +67,7 @@ def measure(steps: int = 128, threads: int = 2, seed: int = 0, per_layer: int = 
     photos, names = photo_batch(model.input_size, model.spec.crop_pct)
     start = time.perf_counter()
     objective = [channel(layer, c) for layer, c in todo]
-    result = render(model, objective, steps=steps, seed=seed, progress=progress)
+    result = render(model, objective, steps=steps, seed=seed, progress=progress, precision=precision)
     seconds = time.perf_counter() - start
     rendered = evaluate(model, objective, result.images)
     rows = []
@@ -84,15 +85,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "optvis_quality.md"))
+    ap.add_argument("--precision", default="auto", help="render precision (auto, fp32, bf16)")
     ap.add_argument("--images", default=None, help="also save the rendered sheet here (PNG)")
     args = ap.parse_args()
-    rows, seconds, n_photos, result = measure(args.steps, args.threads, args.seed)
+    rows, seconds, n_photos, result = measure(args.steps, args.threads, args.seed, precision=args.precision)
     ratios = [r[5] for r in rows]
     above = sum(r > 1 for r in ratios)
     lines = [
         "# optvis quality: rendered image vs the best real photo (efficientnet_lite0)",
         "",
         f"Default recipe (fft + decorrelated colour, Adam lr 0.05, standard transforms), {args.steps} steps, "
+        f"precision {result.precision} (--precision {args.precision}), "
         f"seed {args.seed}, all {len(rows)} units in one batch ({seconds:.0f} s on {args.threads} CPU thread(s)). "
         f"Activation = the channel's mean over positions on the plain image at 224 px (no transforms). "
         f"Photos: {n_photos} (galleries/photos + skimage samples).",

@@ -1,19 +1,24 @@
-"""Speed and strength of feature visualization: vizsuite.optvis.render vs torch-lucent render_vis.
+"""Render speed, end to end and per image-step, vs torch-lucent render_vis (issue 19).
 
-    python benchmarks/render.py [--steps 128] [--threads 2] [--precision fp32,bf16] [--seeds 0,1,2]
-                                [--peers /tmp/vizsuite-peers/bin/python]
+    python benchmarks/render.py [--quick] [--steps 64] [--threads 2] [--cases inception8,effnet1,effnet16]
+                                [--peers /tmp/vizsuite-peers/bin/python] [--out benchmarks/results/render.md]
 
-Same model weights, layer, units, steps, image size (224 parameter image), thread count, on the
-CPU. Each engine runs in its own interpreter (lucent lives in the peers venv with older kornia);
-the images both return are scored by one evaluator here: the unit's mean activation on the
-plain image at the model's input size (no transforms). Writes benchmarks/results/render.md.
-Both engines use their defaults otherwise (fft + decorrelated colour, Adam lr 0.05, their own
-standard transforms). vizsuite runs once per --precision (fp32, and bf16 autocast for the
-forward pass), against the same lucent run; the table is rewritten after every row so an
-interrupted run keeps what it measured. With several --seeds, each engine renders every row once
-per seed (lucent's numpy RNG, which draws its transforms, seeded too) and the table reports the
-mean seconds and, per unit, the mean activation over the seeds: one seed's activation moves by a
-few percent (lucent's InceptionV1 16-unit mean: 0.46 in one run, 0.48 in another).
+Workloads (CASES): 8 InceptionV1 `mixed4a` units (random weights, seeded: the same state dict
+in both engines), 128 px image fed at 224 px; efficientnet_lite0 `blocks.4` with 1 and with 16
+units, 224 px. Per workload:
+  end to end   one `vizsuite render` CLI call (all units, its default batching; --precision auto
+               = the default, and fp32) vs one lucent interpreter rendering the units one by
+               one (render_vis per unit, as lucent is used): wall seconds from process start to
+               exit, imports, model build and writing included.
+  per step     vizsuite: median steady-state step of what render runs (benchmarks/render_step.py),
+               per image; lucent: its render_vis seconds / steps / units.
+  floor        the step's FLOPs (forward + input-gradient backward, flop_counter) over the GEMM
+               rate measured in this run in the precision used.
+  activation   each unit's mean channel activation on the returned image (as an 8-bit PNG, both
+               engines), plain, at 224 px, scored in fp32 by the same code.
+Both engines run with OMP threads = --threads. The machine's load average is recorded before and
+after: on a shared machine absolute times inflate, the side-by-side ratios of one run much less.
+--quick: 16 steps, the InceptionV1 and 1-unit efficientnet workloads, 4 timed steps (a smoke run).
 """
 
 from __future__ import annotations
@@ -27,26 +32,22 @@ import tempfile
 import time
 from pathlib import Path
 
-# OpenMP waiting policy, set before torch loads and inherited by the lucent subprocess, so both
-# engines run under the same one. On a shared machine, workers that spin-wait at every barrier
-# starve each other and the other tenants (measured: 2 threads under load 7 took 4.4 s per step
-# instead of 0.09 s), so --omp-passive exists for such machines; on a quiet machine passive
-# waiting costs both engines (a batch-1 efficientnet render step: 30 ms default, 45 ms passive),
-# so the default leaves OpenMP's own policy.
-if "--omp-passive" in sys.argv:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [  # (model, lucent layer path, our layer, units)
-    ("efficientnet_lite0", "net_blocks_4", "blocks.4", list(range(0, 112, 7))[:16]),
-    ("inceptionv1", "mixed4a", "mixed4a", list(range(0, 508, 31))[:16]),
-]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CASES = {  # name: (model, lucent layer, our layer, units, image px)
+    "inception8": ("inceptionv1", "mixed4a", "mixed4a", list(range(0, 508, 31))[:8], 128),
+    "effnet1": ("efficientnet_lite0", "net_blocks_4", "blocks.4", [0], 224),
+    "effnet16": ("efficientnet_lite0", "net_blocks_4", "blocks.4", list(range(0, 112, 7))[:16], 224),
+}
 
 PEER = r'''
 import json, sys, time
+t0 = time.perf_counter()
 import numpy as np, torch
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
@@ -71,124 +72,164 @@ else:
     model = Wrap(net)
     preprocess = False
 model.eval()
-units, layer = cfg["units"], cfg["layer"]
-if len(units) == 1:
-    obj = objectives.channel(layer, units[0])
-else:
-    obj = sum(objectives.channel(layer, u, batch=i) for i, u in enumerate(units))
 torch.manual_seed(cfg["seed"])
-t = time.perf_counter()
-imgs = render.render_vis(model, obj, param_f=lambda: param.image(cfg["size"], batch=len(units)),
-                         thresholds=(cfg["steps"],), show_image=False, progress=False,
-                         preprocess=preprocess)
-sec = time.perf_counter() - t
-np.save(cfg["out"], imgs[-1])
-print(json.dumps({"seconds": sec}))
+images, render_s = [], 0.0
+for u in cfg["units"]:   # unit by unit, as lucent renders
+    t = time.perf_counter()
+    out = render.render_vis(model, objectives.channel(cfg["layer"], u),
+                            param_f=lambda: param.image(cfg["size"]), thresholds=(cfg["steps"],),
+                            show_image=False, progress=False, preprocess=preprocess)
+    render_s += time.perf_counter() - t
+    images.append(out[-1][0])
+np.save(cfg["out"], np.stack(images))
+print(json.dumps({"render_seconds": render_s, "in_process_seconds": time.perf_counter() - t0}))
 '''
 
 
-def run_lucent(peers, cfg):
-    out = subprocess.run([peers, "-c", PEER, json.dumps(cfg)], capture_output=True, text=True)
+def _env(threads: int) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+
+
+def run_lucent(peers: str, cfg: dict, threads: int):
+    t = time.perf_counter()
+    out = subprocess.run([peers, "-c", PEER, json.dumps(cfg)], capture_output=True, text=True, env=_env(threads))
+    wall = time.perf_counter() - t
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
-    sec = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
     imgs = torch.from_numpy(np.load(cfg["out"])).permute(0, 3, 1, 2).float()
-    return sec, imgs
+    imgs = torch.round(imgs.clamp(0, 1) * 255) / 255  # as an 8-bit PNG, like vizsuite's files
+    return wall, info["render_seconds"], imgs
+
+
+def run_cli(model: str, layer: str, units, steps: int, size: int, precision: str, threads: int, out: Path):
+    from vizsuite.images import load_image
+
+    argv = [sys.executable, "-m", "vizsuite", "render", model, *[f"{layer}:{u}" for u in units],
+            "--steps", str(steps), "--size", str(size), "--precision", precision, "--seed", "0",
+            "--batch-size", "16", "-o", str(out), "--quiet"]
+    if model == "inceptionv1":
+        argv.append("--random-weights")
+    t = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, text=True, env=_env(threads))
+    wall = time.perf_counter() - t
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    imgs = torch.stack([torch.as_tensor(np.asarray(load_image(out / i["file"]).convert("RGB"), dtype=np.float32) / 255)
+                        .permute(2, 0, 1) for i in items])
+    return wall, items[0]["precision"], imgs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=128)
-    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--quick", action="store_true", help="16 steps, inception8 + effnet1, 4 timed steps")
+    ap.add_argument("--steps", type=int, default=None, help="render steps (default 64; --quick 16)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seeds", default="0", help="comma list of seeds; rows report means over them")
+    ap.add_argument("--cases", default=None, help=f"comma list of {', '.join(CASES)}")
+    ap.add_argument("--timed-steps", type=int, default=None, help="steps timed for the per-step medians")
     ap.add_argument("--peers", default="/tmp/vizsuite-peers/bin/python")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--precision", default="fp32,bf16", help="comma list of vizsuite precisions to time")
-    ap.add_argument("--models", default=",".join(c[0] for c in CASES), help="comma list of models")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "render.md"))
-    ap.add_argument("--omp-passive", action="store_true",
-                    help="OMP_WAIT_POLICY=PASSIVE for both engines (use on a shared, loaded machine)")
     args = ap.parse_args()
+    steps = args.steps or (16 if args.quick else 64)
+    cases = (args.cases or ("inception8,effnet1" if args.quick else ",".join(CASES))).split(",")
+    timed = args.timed_steps or (4 if args.quick else 10)
     torch.set_num_threads(args.threads)
 
-    from vizsuite.optvis import channel, evaluate, render
+    from render_step import Step, gemm_rate
+    from vizsuite.optvis import channel, evaluate
+    from vizsuite.optvis.render import DTYPES
     from vizsuite.zoo import load_model
 
-    rows = []
+    load0, start = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     tmp = Path(tempfile.mkdtemp(prefix="vizsuite-bench-"))
-    load0 = os.getloadavg()[0]
-    precisions = [p for p in args.precision.split(",") if p]
-    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    for name, peer_layer, layer, units in CASES:
-        if name not in args.models.split(","):
-            continue
+    rows = []
+    for case in cases:
+        name, peer_layer, layer, units, size = CASES[case]
         model = load_model(name, random_weights=(name == "inceptionv1"))
         weights = tmp / f"{name}.pt"
         torch.save(model.net.state_dict(), weights)
-        for k in (1, args.batch):
-            us = units[:k]
-            objective = [channel(layer, u) for u in us] if k > 1 else channel(layer, us[0])
-            lucent = []  # (seconds, per-unit activation) per seed
-            ours = {p: [] for p in precisions}
-            for seed in seeds:
-                cfg = dict(model=name, layer=peer_layer, units=us, steps=args.steps, size=args.size,
-                           threads=args.threads, seed=seed, weights=str(weights), out=str(tmp / "l.npy"))
-                lsec, limgs = run_lucent(args.peers, cfg)
-                lucent.append((lsec, evaluate(model, objective, limgs)))
-                for precision in precisions:
-                    res = render(model, objective, steps=args.steps, size=args.size, seed=seed, progress=False,
-                                 precision=precision)
-                    ours[precision].append((res.seconds, evaluate(model, objective, res.images)))  # fp32 scoring
-            lsec = sum(t for t, _ in lucent) / len(seeds)
-            lucent_act = torch.stack([a for _, a in lucent]).mean(0)
-            for precision in precisions:
-                osec = sum(t for t, _ in ours[precision]) / len(seeds)
-                ours_act = torch.stack([a for _, a in ours[precision]]).mean(0)
-                rows.append(dict(model=name, layer=layer, k=k, steps=args.steps, size=args.size,
-                                 precision=precision, ours_s=osec, lucent_s=lsec,
-                                 ours_uph=3600 * k / osec, lucent_uph=3600 * k / lsec,
-                                 ours_act=float(ours_act.mean()), lucent_act=float(lucent_act.mean()),
-                                 wins=int((ours_act >= lucent_act).sum()), load=os.getloadavg()[0],
-                                 seeds=len(seeds)))
-                print(json.dumps(rows[-1]), flush=True)
-                write_table(rows, args, load0, os.getloadavg()[0], quiet=True)
-    write_table(rows, args, load0, os.getloadavg()[0])
+        objective = [channel(layer, u) for u in units]
+        cfg = dict(model=name, layer=peer_layer, units=units, steps=steps, size=size, threads=args.threads,
+                   seed=0, weights=str(weights), out=str(tmp / "l.npy"))
+        l_wall, l_render, l_imgs = run_lucent(args.peers, cfg, args.threads)
+        l_act = evaluate(model, objective, l_imgs)
+        row = dict(case=case, model=name, layer=layer, units=len(units), steps=steps, size=size,
+                   lucent_wall=l_wall, lucent_step_ms=1000 * l_render / steps / len(units),
+                   lucent_act=float(l_act.mean()), modes={})
+        for precision in ("auto", "fp32"):
+            wall, used, imgs = run_cli(name, layer, units, steps, size, precision, args.threads,
+                                       tmp / f"{case}-{precision}")
+            act = evaluate(model, objective, imgs)
+            row["modes"][precision] = dict(precision=used, wall=wall, act=float(act.mean()),
+                                           wins=int((act >= l_act).sum()))
+        # per image-step: the steady-state step of each precision, interleaved in this process
+        steppers = {p: Step(model, layer, len(units), size, p) for p in ("auto", "fp32")}
+        flops = {p: s.flops() for p, s in steppers.items()}
+        for s in steppers.values():
+            s.run(record=False)
+        for _ in range(timed):
+            for s in steppers.values():
+                s.run()
+        rates = {dt: gemm_rate(dt) for dt in (torch.float32, torch.bfloat16)}
+        for p, s in steppers.items():
+            rate = rates[DTYPES[s.precision]]
+            m = row["modes"][p]
+            m["step_ms"] = 1000 * s.medians()["step"] / len(units)
+            m["floor_ms"] = 1000 * flops[p] / (rate * 1e9) / len(units)
+            m["gflop"] = flops[p] / len(units) / 1e9
+            m["gemm"] = rate
+        row["load"] = os.getloadavg()[0]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write(rows, args, steps, load0, os.getloadavg(), start)
 
 
-def write_table(rows, args, load0, load1, quiet=False):
-    best_lucent = {}
-    for r in rows:
-        best_lucent[r["model"]] = max(best_lucent.get(r["model"], 0), r["lucent_uph"])
+def write(rows, args, steps, load0, load1, start) -> None:
     lines = [
-        "# render: vizsuite vs torch-lucent 0.1.8",
+        "# render: vizsuite vs torch-lucent 0.1.8 (issue 19)",
         "",
-        f"CPU, {args.threads} threads, {args.steps} steps, {args.size} px parameter image, seeds {args.seeds} "
-        f"(seconds and each unit's activation: means over the seeds). "
-        f"Activation = mean channel activation of the returned image at the model's input size, no "
-        f"transforms, scored by the same code for both engines (mean over the units of the row). "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')} for both engines. "
-        f"Load average {load0:.1f} at start, {load1:.1f} at end (lucent and vizsuite alternate within "
-        f"one run, so compare them row by row). vizsuite renders on its inference copy (batch norms "
-        f"folded, channels_last weights); precision bf16 = bf16 autocast forward.",
+        f"Run {start}, `python benchmarks/render.py{' --quick' if args.quick else ''}` ({steps} steps, "
+        f"{args.threads} threads for both engines, seed 0). Load average (1/5/15 min) "
+        f"{load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} before, {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} after"
+        f"{' -- a SHARED, LOADED machine: absolute times are inflated; compare within a row' if load0[0] > 1.5 or load1[0] > 2.5 else ''}.",
         "",
-        "| model | layer | units at once | vizsuite precision | vizsuite s | lucent s | vizsuite units/h | "
-        "lucent units/h | speed-up | vs lucent's best mode | vizsuite act. | lucent act. | "
-        "units where vizsuite >= lucent | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "End to end = wall seconds of one `vizsuite render` call for all units vs one lucent interpreter "
+        "rendering them unit by unit (imports, model build, writing included). Per image-step: vizsuite's "
+        "median steady-state step / units; lucent's render_vis seconds / steps / units. Floor: the step's "
+        "FLOPs over the GEMM rate measured in the same run in the precision used. Activation: mean channel "
+        "activation of the 8-bit image at 224 px, same scorer for both.",
+        "",
+        "| workload | vizsuite precision | vizsuite end to end s | lucent end to end s | speed-up | "
+        "vizsuite ms / image-step | lucent ms / image-step | per-step speed-up | GFLOP / image-step | "
+        "floor ms (GEMM GFLOP/s) | vs floor | vizsuite act. | lucent act. | units >= lucent | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['layer']} | {r['k']} | {r['precision']} | {r['ours_s']:.1f} | {r['lucent_s']:.1f} | "
-            f"{r['ours_uph']:.0f} | {r['lucent_uph']:.0f} | {r['ours_uph'] / r['lucent_uph']:.1f}x | "
-            f"{r['ours_uph'] / best_lucent[r['model']]:.1f}x | {r['ours_act']:.2f} | {r['lucent_act']:.2f} | "
-            f"{r['wins']}/{r['k']} | {r['load']:.1f} |")
-    lines += ["", "InceptionV1 uses random weights (identical state dict in both engines); "
-              "efficientnet_lite0 the real weights.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    if not quiet:
-        print("\n".join(lines))
+        for p, m in r["modes"].items():
+            lines.append(
+                f"| {r['model']} {r['layer']}, {r['units']} unit(s), {r['size']} px | {p} -> {m['precision']} | "
+                f"{m['wall']:.1f} | {r['lucent_wall']:.1f} | {r['lucent_wall'] / m['wall']:.1f}x | "
+                f"{m['step_ms']:.1f} | {r['lucent_step_ms']:.1f} | {r['lucent_step_ms'] / m['step_ms']:.1f}x | "
+                f"{m['gflop']:.2f} | {m['floor_ms']:.1f} ({m['gemm']:.0f}) | {m['step_ms'] / m['floor_ms']:.2f}x | "
+                f"{m['act']:.3f} | {r['lucent_act']:.3f} | {m['wins']}/{r['units']} | {r['load']:.1f} |")
+    lines += ["", "Targets (issue 19): >= 5x lucent end to end on the 8-unit InceptionV1 run; per image-step "
+              "<= 1.5x the floor of the precision used; activation >= lucent's.", ""]
+    for r in rows:
+        for p, m in r["modes"].items():
+            lines.append(f"- {r['case']} {p} ({m['precision']}): end to end {r['lucent_wall'] / m['wall']:.1f}x "
+                         f"({'met' if r['lucent_wall'] / m['wall'] >= 5 else 'NOT met'} for >= 5x); "
+                         f"{m['step_ms'] / m['floor_ms']:.2f}x floor "
+                         f"({'met' if m['step_ms'] / m['floor_ms'] <= 1.5 else 'NOT met'}); activation "
+                         f"{m['act']:.3f} vs {r['lucent_act']:.3f} "
+                         f"({'met' if m['act'] >= r['lucent_act'] else 'NOT met'})")
+    lines.append("")
+    out = Path(args.out)
+    old = out.read_text() if out.exists() else ""
+    notes = old[old.index("## Notes"):] if "## Notes" in old else ""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -151,3 +151,24 @@ def test_labels_file():
     assert all(label.strip() for label in labels)
     assert labels[:3] == ["dummy", "kit fox", "English setter"]
     assert labels[1000] == "dumbbell"
+
+
+@pytest.mark.parametrize("stride,pad", [(2, (0, 1, 0, 1)), (1, (1, 1, 1, 1))])
+def test_padded_max_pool_without_a_padded_copy_is_bitwise_the_padded_one(stride, pad):
+    """The pool's own -inf padding / ceil_mode equals pooling an explicitly -inf-padded copy,
+    forward and backward, bit for bit (ties at zero included: post-ReLU input)."""
+    import torch.nn.functional as F
+
+    from vizsuite.zoo.inceptionv1 import PaddedMaxPool2d
+
+    pool = PaddedMaxPool2d(stride, pad)
+    g = torch.Generator().manual_seed(0)
+    for hw in [(112, 112), (57, 57), (28, 29)]:
+        x = torch.relu(torch.randn(2, 5, *hw, generator=g))
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya = pool(a)
+        yb = torch.nn.MaxPool2d.forward(pool, F.pad(b, pad, value=float("-inf")))
+        w = torch.randn(ya.shape, generator=g)
+        (ya * w).sum().backward()
+        (yb * w).sum().backward()
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)

@@ -24,7 +24,9 @@ def _only_when_asked(request):
         pytest.skip("slow: run with -m slow or VIZSUITE_SLOW=1")
 
 
-def test_rendered_units_beat_every_photo(effnet, photos_dir):
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_rendered_units_beat_every_photo(effnet, photos_dir, precision):
+    """In the default precision (bf16 where native) and in the fp32 reference."""
     from skimage import data
 
     from vizsuite.images import find_images, load_batch, resize_center_crop, to_array
@@ -34,7 +36,7 @@ def test_rendered_units_beat_every_photo(effnet, photos_dir):
     cat = resize_center_crop(Image.fromarray(np.asarray(data.chelsea())), 224, effnet.spec.crop_pct)
     photos = torch.cat([photos, torch.from_numpy(to_array(cat)).permute(2, 0, 1)[None]])
     objective = [channel(layer, c) for layer, c in UNITS]
-    result = render(effnet, objective, steps=64, seed=0, progress=False)
+    result = render(effnet, objective, steps=64, seed=0, progress=False, precision=precision)
     rendered = evaluate(effnet, objective, result.images)
     for i, (layer, c) in enumerate(UNITS):
         best_photo = evaluate(effnet, channel(layer, c), photos).max()

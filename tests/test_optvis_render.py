@@ -13,11 +13,19 @@ from vizsuite.optvis import (ImageParam, channel, class_logit, evaluate, l1, lay
 from .optvis_helpers import ORIENTATIONS, angle_diff, dominant_orientation, oriented_cnn, tiny_cnn
 
 
-def test_oriented_filters_each_channel_shows_its_orientation():
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_oriented_filters_each_channel_shows_its_orientation(precision):
     """Every Gabor channel's visualization has its dominant spectral orientation within 11.25
-    degrees (half the spacing) of the filter's, all 8 rendered in one batch."""
+    degrees (half the spacing) of the filter's, all 8 rendered in one batch, in the default
+    precision (bf16 on CPUs with AVX512-BF16/AMX) and in the fp32 reference.
+
+    64 steps (was 40): at 40 steps seed 0's weakest channel (112.5 deg) lands at 9.9 deg in fp32
+    and at 11.7 in bf16, while the mean error over 6 seeds x 8 channels is the same (3.80 fp32,
+    3.89 bf16): that channel is the marginal one in both. At 64 steps: 7.2 fp32, 10.7 bf16
+    (mean over 6 seeds 3.34 / 3.60). The tolerance is not loosened."""
     model = oriented_cnn(48)
-    result = render(model, [channel("pool", k) for k in range(8)], steps=40, progress=False, seed=0)
+    result = render(model, [channel("pool", k) for k in range(8)], steps=64, progress=False, seed=0,
+                    precision=precision)
     found = [dominant_orientation(img) for img in result.images]
     errors = [angle_diff(f, o) for f, o in zip(found, ORIENTATIONS)]
     assert max(errors) < 11.25, list(zip(ORIENTATIONS, found))
@@ -38,8 +46,10 @@ def test_same_seed_same_pixels_other_seed_differs():
     assert not torch.equal(a.images, c.images)
 
 
-def test_same_seed_same_pixels_on_efficientnet(effnet):
-    kw = dict(steps=3, size=48, progress=False, seed=4)
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_same_seed_same_pixels_on_efficientnet(effnet, precision):
+    """fp32 is the bit-reproducible reference; the default precision repeats too (same device)."""
+    kw = dict(steps=3, size=48, progress=False, seed=4, precision=precision)
     a = render(effnet, channel("blocks.1", 2), **kw)
     b = render(effnet, channel("blocks.1", 2), **kw)
     assert torch.equal(a.images, b.images)
@@ -133,6 +143,20 @@ def test_optvis_does_not_import_attribution():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_render_imports_nothing_it_does_not_use():
+    """Start-up: a render (Adam, transforms, the frozen copy) imports neither torch._dynamo
+    (torch.optim's first call does: 1.1 s) nor kornia (0.3 s) nor the attribution stack."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from tests.optvis_helpers import tiny_cnn; from vizsuite.optvis import channel, render; "
+            "render(tiny_cnn(), channel('conv2', 1), steps=2, progress=False); "
+            "heavy = ('torch._dynamo', 'kornia', 'zennit', 'captum', 'timm', 'sklearn', 'sympy'); "
+            "bad = [m for m in heavy if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
 # ---------------------------------------------------------------- speed options
 
 def test_render_leaves_model_layout_hooks_and_mode_untouched(effnet):
@@ -161,7 +185,7 @@ def test_channels_last_and_folded_batch_norms_compute_the_same_render(effnet):
         value = activations(net, xi, ["blocks.1"], grad=True)["blocks.1"][:, 2].mean()
         grads.append(torch.autograd.grad(value, xi)[0])
     assert ((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-5
-    kw = dict(steps=3, size=48, progress=False, seed=4)
+    kw = dict(steps=3, size=48, progress=False, seed=4, precision="fp32")
     a = render(effnet, channel("blocks.1", 2), channels_last=False, fold_batchnorm=False, **kw)
     b = render(effnet, channel("blocks.1", 2), **kw)
     assert (a.images - b.images).abs().max() < 0.02
@@ -169,20 +193,20 @@ def test_channels_last_and_folded_batch_norms_compute_the_same_render(effnet):
 
 
 def test_bf16_render_maximizes_the_unit_and_is_deterministic():
-    """bf16 autocast: the same seed gives identical pixels; image k excites Gabor channel k more
-    than any other channel and far above grey (scored in fp32 by evaluate), and its dominant
-    orientation is the filter's. The orientation tolerance is 15 degrees, not the fp32 test's
-    11.25: bf16 keeps 8 mantissa bits of the input pixels, and one of the 8 lands at 11.7."""
+    """bf16 (asked for, so covered on any CPU): the same seed gives identical pixels; image k
+    excites Gabor channel k more than any other channel and far above grey (scored in fp32 by
+    evaluate), and its dominant orientation is the filter's within the fp32 test's 11.25 degrees
+    (64 steps: see test_oriented_filters_each_channel_shows_its_orientation)."""
     model = oriented_cnn(48)
     objective = [channel("pool", k) for k in range(8)]
-    a = render(model, objective, steps=40, progress=False, seed=0, precision="bf16")
-    b = render(model, objective, steps=40, progress=False, seed=0, precision="bf16")
+    a = render(model, objective, steps=64, progress=False, seed=0, precision="bf16")
+    b = render(model, objective, steps=64, progress=False, seed=0, precision="bf16")
     assert torch.equal(a.images, b.images)
-    assert a.values[40].dtype == torch.float32
+    assert a.values[64].dtype == torch.float32 and a.precision == "bf16"
     scores = torch.stack([evaluate(model, [channel("pool", k)] * 8, a.images) for k in range(8)], 1)
     assert scores.argmax(1).tolist() == list(range(8))
     errors = [angle_diff(dominant_orientation(img), o) for img, o in zip(a.images, ORIENTATIONS)]
-    assert max(errors) < 15, errors
+    assert max(errors) < 11.25, errors
     grey = torch.full((8, 3, 48, 48), 0.5)
     assert (evaluate(model, objective, a.images) > evaluate(model, objective, grey) + 0.01).all()
 
@@ -191,7 +215,7 @@ def test_bf16_on_efficientnet_is_deterministic_and_close_to_fp32(effnet):
     kw = dict(steps=8, size=64, progress=False, seed=1)
     a = render(effnet, channel("blocks.2", 3), precision="bf16", **kw)
     b = render(effnet, channel("blocks.2", 3), precision="bf16", **kw)
-    f = render(effnet, channel("blocks.2", 3), **kw)
+    f = render(effnet, channel("blocks.2", 3), precision="fp32", **kw)
     assert torch.equal(a.images, b.images)
     va, vf = evaluate(effnet, channel("blocks.2", 3), a.images), evaluate(effnet, channel("blocks.2", 3), f.images)
     assert float(va) > 0.8 * float(vf)
@@ -200,6 +224,36 @@ def test_bf16_on_efficientnet_is_deterministic_and_close_to_fp32(effnet):
 def test_bad_precision_is_a_user_error():
     with pytest.raises(UserError, match="precision"):
         render(tiny_cnn(), channel("conv1", 0), steps=1, progress=False, precision="fp16")
+
+
+def test_auto_precision_follows_the_hardware():
+    from vizsuite.optvis.render import native_bf16, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert resolve_precision("auto", "meta") == "fp32"  # no native bf16 known there
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    r = render(tiny_cnn(), channel("conv2", 1), steps=1, progress=False)
+    assert r.precision == resolve_precision("auto", "cpu")
+
+
+def test_bf16_copy_stores_bf16_weights_and_runs_without_autocast():
+    """The frozen copy holds bf16 weights (cast once); the loop feeds it bf16 input and no
+    autocast is active; the caller's model keeps its fp32 weights."""
+    model = tiny_cnn()
+    seen = []
+
+    def hook(module, inputs, output):
+        seen.append((inputs[0].dtype, module.weight.dtype, torch.is_autocast_enabled("cpu")))
+
+    handle = model.layer("conv2").register_forward_hook(hook)  # travels into the copy
+    try:
+        r = render(model, channel("conv2", 1), steps=2, progress=False, precision="bf16")
+    finally:
+        handle.remove()
+    assert r.values[2].dtype == torch.float32
+    assert (torch.bfloat16, torch.bfloat16, False) in seen
+    assert all(not autocast for *_, autocast in seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_uncopyable_model_renders_in_eval_mode_and_gets_its_mode_back(monkeypatch):
@@ -219,3 +273,45 @@ def test_uncopyable_model_renders_in_eval_mode_and_gets_its_mode_back(monkeypatc
     b = render(model, class_logit(2), steps=3, progress=False)
     assert torch.equal(a.images, b.images)
     assert model.training and model.net.drop.training
+
+
+def test_fused_adam_equals_torch_adam_bit_for_bit():
+    """render's Adam (no torch.optim import of torch._dynamo at start-up) is torch's fused Adam."""
+    from vizsuite.optvis.render import FusedAdam
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 3, 8, 5, 2, generator=g).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    ours, ref = FusedAdam([a], lr=0.05), torch.optim.Adam([b], lr=0.05, fused=True)
+    for _ in range(5):
+        grad = torch.randn(a.shape, generator=g)
+        for p, opt in ((a, ours), (b, ref)):
+            opt.zero_grad(set_to_none=True)
+            p.grad = grad.clone()
+            opt.step()
+    assert torch.equal(a, b)
+
+
+def test_render_copy_is_reused_until_the_model_changes():
+    """The frozen copy is built once per model and options, and rebuilt after an in-place
+    weight change or a new hook; a reused copy renders the same pixels as a fresh one."""
+    import sys
+
+    copies = sys.modules["vizsuite.optvis.render"]._COPIES
+    model = tiny_cnn()
+    kw = dict(steps=2, progress=False, precision="fp32", seed=3)
+    a = render(model, channel("conv2", 1), **kw)
+    net = copies[model][2]
+    b = render(model, channel("conv2", 1), **kw)
+    assert copies[model][2] is net and torch.equal(a.images, b.images)
+    with torch.no_grad():
+        model.layer("conv2").weight.mul_(2)
+    c = render(model, channel("conv2", 1), **kw)
+    assert copies[model][2] is not net and not torch.equal(a.values[2], c.values[2])
+    net = copies[model][2]
+    handle = model.layer("conv1").register_forward_hook(lambda *a: None)
+    try:
+        render(model, channel("conv2", 1), **kw)
+        assert copies[model][2] is not net
+    finally:
+        handle.remove()

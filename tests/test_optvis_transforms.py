@@ -83,6 +83,33 @@ def test_fused_fill_warp_matches_kornias_fill_mode():
     (ref * w).sum().backward()
     assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
 
+@pytest.mark.parametrize("mode", ["zeros", "border", "reflection"])
+def test_warp_affine_matches_kornia(mode):
+    """Our warp (float64 matrix algebra, no kornia import at start-up) equals kornia's
+    warp_affine, values and gradients, with a canvas change (rotate + scale + resize)."""
+    from kornia.geometry.transform import warp_affine as kornia_warp
+
+    from vizsuite.optvis.transforms import Resize, _warp
+
+    t = [RandomScale([0.8, 1.2]), RandomRotate([-30, 17]), Resize(13)]
+    x1 = images(4, 20).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    ours = _warp(x1, [Pad(3, mode=mode)] + t, gen(5))
+    g = gen(5)
+    total, canvas = torch.eye(3, dtype=torch.float64).repeat(4, 1, 1), (20, 20)
+    for step in [Pad(3, mode=mode)] + t:
+        m, canvas = step.step(4, canvas, g)
+        total = m @ total
+    ref = kornia_warp(x2, total[:, :2].float(), dsize=canvas, mode="bilinear", padding_mode=mode,
+                      align_corners=True)
+    assert ours.shape == ref.shape == (4, 3, 13, 13)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    w = torch.rand_like(ours)
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+
+
 def test_jitter_is_an_integer_crop():
     x = images(4, 12)
     out = Jitter(4)(x, gen(2))

@@ -30,3 +30,19 @@ def test_unit_render_task_is_shared_by_recipe_defaults():
     b = unit_render_task("fp", "blocks.4", 3, seed=0, recipe=dict(DEFAULT_RECIPE))
     c = unit_render_task("fp", "blocks.4", 3, seed=0, recipe={"steps": 7})
     assert a.key == b.key != c.key
+
+
+def test_render_task_keys_name_the_resolved_precision(effnet):
+    """"auto" is resolved before it enters the key: a bf16 render is never reused as fp32."""
+    from vizsuite.optvis.render import model_precision
+    from vizsuite.tasks.renders import _task_recipe
+
+    auto = unit_render_task(effnet, "blocks.4", 3, seed=0)
+    assert auto["recipe"]["precision"] == model_precision(effnet) in ("fp32", "bf16")
+    fp32 = unit_render_task(effnet, "blocks.4", 3, seed=0, recipe={"precision": "fp32"})
+    bf16 = unit_render_task(effnet, "blocks.4", 3, seed=0, recipe={"precision": "bf16"})
+    assert fp32.key != bf16.key and auto.key in (fp32.key, bf16.key)
+    # a task keyed before recipes named a precision was rendered in fp32, and still is
+    old = dict(auto["recipe"])
+    del old["precision"]
+    assert _task_recipe({"recipe": old})["precision"] == "fp32"

@@ -79,7 +79,8 @@ def _outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str], output: b
 
 @torch.no_grad()
 def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = (), output: bool = True,
-                   channels_last: bool = True, fold_batchnorm: bool = True) -> nn.Module:
+                   channels_last: bool = True, fold_batchnorm: bool = True,
+                   dtype: Optional[torch.dtype] = None) -> nn.Module:
     """A frozen, faster copy of `model` for loops that need gradients of the input only.
 
     The copy is in eval mode with weights that need no gradient; every batch norm (with running
@@ -89,8 +90,11 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
     own outputs are read, keep their batch norm. The fold is checked on `example`: the `keep`
     layers' outputs, and the model output unless `output=False` (then the check stops at the
     last `keep` layer), must match the original's, else (a convolution output that is also used
-    elsewhere) the copy is returned unfolded. `model` itself is never changed; a model that
-    cannot be copied (some TorchScript modules) is returned as it is.
+    elsewhere) the copy is returned unfolded. `dtype` (e.g. torch.bfloat16): after the fold
+    (checked in the model's own precision) the copy's floating weights and buffers are stored in
+    it, once, so a loop computing in that precision casts no weight per step; the caller feeds
+    inputs of that dtype. `model` itself is never changed; a model that cannot be copied (some
+    TorchScript modules) is returned as it is (not cast: check the result's dtype).
     """
     try:
         net = copy.deepcopy(model)
@@ -103,7 +107,7 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
     try:
         folded = fold_batchnorm and _fold_all(net, keep_ids)
     except Exception:  # noqa: BLE001 - e.g. a parametrized weight that refuses assignment
-        return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False)
+        return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False, dtype=dtype)
     if folded:
         modes = [(m, m.training) for m in model.modules()]
         try:
@@ -113,7 +117,10 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
             for m, training in modes:
                 m.training = training
         if not all(_close(a, b) for a, b in zip(_outputs(net, example, keep, output), expected)):
-            return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False)
+            return inference_copy(model, example, keep, output, channels_last, fold_batchnorm=False,
+                                  dtype=dtype)
+    if dtype is not None:
+        net.to(dtype)  # floating tensors only; integer buffers (e.g. num_batches_tracked) stay
     if channels_last:
         for p in net.parameters():
             if p.dim() == 4:
@@ -146,12 +153,20 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 # ---------------------------------------------------------------- layer listing
 
-def list_layers(model: VisionModel, input_size: Optional[int] = None) -> list[LayerInfo]:
-    """Every layer that outputs a tensor, in execution order, found with one dummy forward."""
+def list_layers(model: VisionModel, input_size: Optional[int] = None,
+                only: Optional[Sequence[str]] = None) -> list[LayerInfo]:
+    """Every layer that outputs a tensor, in execution order, found with one dummy forward.
+
+    only: list just these layers (the ones that exist and run); the forward then stops after
+    the last of them, so validating a few units of an early layer costs a fraction of a full
+    forward (render's start-up)."""
     size = input_size or model.input_size
     defaults = set(model.spec.default_layers)
     modules = dict(model.net.named_modules())
-    with Hooks(model, [n for n in modules if n], stop_early=False, detach=True, strict=False) as h:
+    names = [n for n in modules if n] if only is None else [n for n in dict.fromkeys(only) if n in modules]
+    if not names:
+        return []
+    with Hooks(model, names, stop_early=only is not None, detach=True, strict=False) as h:
         with torch.no_grad():
             acts = h(torch.zeros(1, 3, size, size, device=model.mean.device))
     out = []

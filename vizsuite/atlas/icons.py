@@ -37,8 +37,9 @@ class IconRecipe:
 def icon_tasks(model, layer: str, vectors: np.ndarray, recipe: IconRecipe, seed: int = 0,
                batch: int = 16) -> list[Task]:
     """One task per chunk of `batch` vectors (in order); the key includes the ReLU gradient rule
-    the render uses (the model card's)."""
-    from ..optvis.render import default_relu_grad
+    the render uses (the model card's) and its precision ("auto" resolved for the model's
+    device: a bf16 render is never reused as an fp32 one)."""
+    from ..optvis.render import default_relu_grad, model_precision
 
     fp = model_fingerprint(model)
     vectors = np.asarray(vectors, dtype=np.float64)
@@ -47,7 +48,8 @@ def icon_tasks(model, layer: str, vectors: np.ndarray, recipe: IconRecipe, seed:
     norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     vectors = np.round(vectors / norms, 5)
     return [make_task(ICON_KIND, model=fp, layer=layer, vectors=vectors[i:i + batch].tolist(),
-                      recipe=recipe.as_dict(), seed=int(seed), relu_grad=default_relu_grad(model))
+                      recipe=recipe.as_dict(), seed=int(seed), relu_grad=default_relu_grad(model),
+                      precision=model_precision(model))
             for i in range(0, len(vectors), batch)]
 
 

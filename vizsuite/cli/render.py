@@ -51,9 +51,10 @@ def register(sub) -> None:
     p.add_argument("--negative", action="store_true", help="minimize instead of maximize")
     p.add_argument("--batch-size", type=int, default=8, metavar="B",
                    help="units optimized together in one batch (default 8)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="forward-pass precision: bf16 autocast is faster on CPUs with bf16 "
-                        "instructions and on GPUs; the image and optimizer stay fp32 (default fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="model precision: auto (default) = bf16 where the device computes it "
+                        "natively (CPUs with AVX512-BF16/AMX, bf16 GPUs), else fp32; fp32 is the "
+                        "bit-reproducible reference; the image and optimizer stay fp32")
     p.add_argument("--relu-grad", choices=("redirect", "leaky", "exact"), default=None,
                    help="gradient through ReLU/ReLU6 layers: redirect (Lucid's: where an image's "
                         "gradient dies at a layer, pass it through towards the active range), leaky "
@@ -127,8 +128,12 @@ def _targets(args, model):
             out.append(({"layer": "logits", "unit": str(idx), "label": model.label(idx)},
                         lambda b, i=idx, make=make: make(i, batch=b)))
         return out
-    layers = list_layers(model)  # the model always sees its input size (render resizes)
     bases = bases_from_args(args)
+    # the model always sees its input size (render resizes); only the named layers are listed
+    # (a truncated forward), unless one is unknown: then the full listing names close matches
+    layers = list_layers(model, only=_layer_names(args.units, bases))
+    if len(layers) < len(_layer_names(args.units, bases)):
+        layers = list_layers(model)
     vector = _load_vector(args.vector) if kind == "direction" else None
     for text in args.units:
         if kind in ("layer", "direction") and ":" not in text:
@@ -158,6 +163,18 @@ def _targets(args, model):
             make = lambda b, u=unit: O.channel(u.layer, u.channel, batch=b)
         out.append(({"layer": unit.layer, "unit": str(unit)}, make))
     return out
+
+
+def _layer_names(texts, bases) -> list[str]:
+    from ..units import parse_unit
+
+    names = []
+    for text in texts:
+        try:
+            names.append(parse_unit(text, bases).layer if ":" in text else text.strip())
+        except Exception:  # noqa: BLE001 - a bad unit: the full validation below says why
+            names.append(text.strip())
+    return list(dict.fromkeys(names))
 
 
 def _filename(target: dict, negative: bool, k: int, kk: int) -> str:
@@ -242,7 +259,7 @@ def run(args) -> int:
                 "value": float(values[i]) * sign, "steps": args.steps, "size": size, "seed": args.seed,
                 "param": args.param, "decorrelate": not args.no_decorrelate, "transforms": args.transforms,
                 "alpha": args.alpha, "negative": args.negative, "diversity_index": k,
-                "precision": args.precision, "relu_grad": relu_grad,
+                "precision": result.precision, "relu_grad": relu_grad,
                 "seconds": round(result.seconds / len(job), 3), "file": name,
             })
     write_manifest(out_dir, items)

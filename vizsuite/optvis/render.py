@@ -9,16 +9,21 @@ when logits are needed), and back-propagates into the image parameters alone
 Speed (measured in benchmarks/results/render.md): the loop runs on `inference_copy(model)`, whose
 batch norms are folded into the convolutions before them and whose 4-D weights are stored
 channels_last; the batch is fed channels_last, so oneDNN runs its NHWC convolution and pooling
-kernels without reorders and no separate normalization pass remains; with
-`precision="bf16"` the forward runs under CPU bf16 autocast (image parameters, objective values
-and the optimizer stay fp32).
+kernels without reorders and no separate normalization pass remains. Precision "auto" (the
+default) is bf16 where the device computes it natively: the copy then stores its weights in
+bf16 once (autocast would re-cast the frozen weights at every step, which cost batch-1 bf16 its
+gain), the batch is cast at the model's input and the activations come back as fp32; image
+parameters, objective values and the optimizer stay fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -53,6 +58,7 @@ class RenderResult:
     seed: Optional[int] = None
     objective: str = ""
     layers: tuple = ()
+    precision: str = "fp32"  # the precision used ("auto" resolved)
 
     @property
     def seconds_per_step(self) -> float:
@@ -94,21 +100,99 @@ def default_relu_grad(model: nn.Module) -> str:
     return getattr(getattr(model, "spec", None), "relu_grad", "redirect")
 
 
-def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(optimizer, params, lr: float):
     """'adam' | 'sgd' | a callable params -> optimizer."""
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(params)
     if optimizer == "adam":
         # fused: one pass over the (large) spectrum per step instead of the foreach
         # implementation's several (~8x faster on a 16-image batch on the CPU); same update rule
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        return torch.optim.Adam(params, lr=lr, fused=fused or None)
+        if FusedAdam.supports(params):
+            return FusedAdam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr)
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     raise UserError(f"unknown optimizer {optimizer!r} (expected adam, sgd or a callable)")
 
 
-PRECISIONS = ("fp32", "bf16")
+class FusedAdam:
+    """`torch.optim.Adam(params, lr, fused=True)`: the same aten kernel (`torch._fused_adam_`)
+    with the same state, so the same numbers bit for bit (tests/test_optvis_render.py), without
+    `torch.optim.Optimizer`, whose first method call imports torch._dynamo (its methods are
+    wrapped in `_disable_dynamo`): 1.1 s of every render's start-up on this machine."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, self.betas, self.eps = float(lr), tuple(betas), float(eps)
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+
+    @staticmethod
+    def supports(params) -> bool:
+        return hasattr(torch, "_fused_adam_") and all(
+            p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        pick = lambda xs: [xs[i] for i in live]  # noqa: E731
+        steps = pick(self.steps)
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(pick(self.params), [self.params[i].grad for i in live], pick(self.exp_avgs),
+                           pick(self.exp_avg_sqs), [], steps, amsgrad=False, lr=self.lr,
+                           beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                           maximize=False)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_bf16_native() -> bool:
+    """Does this CPU compute bf16 natively (AVX512-BF16 or AMX-BF16)? Without them oneDNN
+    emulates bf16 with fp32 instructions plus conversions: slower than fp32."""
+    try:
+        caps = torch.cpu.get_capabilities()
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    except Exception:  # noqa: BLE001 - older torch: read the kernel's flags (Linux)
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = set(f.read().split())
+        except OSError:
+            return False
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def native_bf16(device=None) -> bool:
+    """Does `device` (default: the CPU) compute bf16 natively (cached per device type)?"""
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cpu":
+        return _cpu_bf16_native()
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device=None) -> str:
+    """"auto" -> "bf16" where `device` computes bf16 natively, else "fp32"; others as given."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def model_precision(model: nn.Module, precision: str = "auto") -> str:
+    """`resolve_precision` for the device `model`'s weights are on (what render would use)."""
+    return resolve_precision(precision, _model_device(model))
 
 
 def _autocast(precision: str, device: torch.device):
@@ -120,18 +204,21 @@ def _autocast(precision: str, device: torch.device):
 class _Forward:
     """Runs the model as far as the objective needs and builds the Context.
 
-    precision "bf16" runs the model under bf16 autocast; the captured activations and logits
-    are cast back to fp32 before the objective reads them, so its reductions (channel means,
-    Gram matrices, softmax) and the loss stay fp32.
+    precision "bf16": a model whose weights are stored in bf16 (render's inference copy) gets
+    its input cast to bf16 at the boundary; any other model (the caller's own, when it cannot
+    be copied) runs under bf16 autocast. Either way the captured activations and logits are
+    cast back to fp32 before the objective reads them, so its reductions (channel means, Gram
+    matrices, softmax) and the loss stay fp32, and the gradient reaches the fp32 image.
     """
 
     def __init__(self, model: nn.Module, objective: Objective, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        precision = resolve_precision(precision, _model_device(model))
         self.model = model
         self.objective = objective
         self.layers = list(objective.layers)
         self.precision = precision
+        self.dtype = DTYPES[precision]
+        self.stored = _model_dtype(model) == self.dtype
 
     def __enter__(self):
         self.capture = None
@@ -146,7 +233,12 @@ class _Forward:
             self.capture.__exit__(*exc)
 
     def __call__(self, images: torch.Tensor, model_input: torch.Tensor) -> Context:
-        with _autocast(self.precision, model_input.device):
+        cast = self.precision != "fp32"
+        if cast and self.stored:
+            model_input, scope = model_input.to(self.dtype), contextlib.nullcontext()
+        else:
+            scope = _autocast(self.precision, model_input.device)
+        with scope:
             if self.capture is not None:
                 acts = self.capture(model_input)
                 logits = self.capture.output
@@ -154,10 +246,17 @@ class _Forward:
                 acts, logits = {}, self.model(model_input)
             else:
                 acts, logits = {}, None
-        if self.precision != "fp32":
+        if cast:
             acts = {k: _fp32(v) for k, v in acts.items()}
             logits = _fp32(logits)
         return Context(images, acts, logits)
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
 
 
 def _fp32(t):
@@ -169,7 +268,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
            optimizer="adam", thresholds: Sequence[int] = (), seed: Optional[int] = 0,
            generator: Optional[torch.Generator] = None, device=None, progress: bool = True,
            fft: bool = True, decorrelate: bool = True, decay_power: float = 1.0,
-           alpha: bool = False, precision: str = "fp32", channels_last: bool = True,
+           alpha: bool = False, precision: str = "auto", channels_last: bool = True,
            fold_batchnorm: bool = True, relu_grad: Optional[str] = None) -> RenderResult:
     """Optimize images to maximize `objective` (an Objective, or a list: one per image).
 
@@ -181,8 +280,11 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     seed / generator: all randomness (start, transforms, backgrounds) comes from one CPU
         generator, so the same seed on the same device reproduces the pixels exactly.
     device: where to optimize (default: where the model's weights are); the model must be there.
-    precision: "fp32" (default) or "bf16": run the model's forward under bf16 autocast (faster
-        on CPUs with bf16 instructions and on GPUs); parameters, objective and optimizer stay fp32.
+    precision: "auto" (default: `resolve_precision`, bf16 where the device computes it natively,
+        AVX512-BF16/AMX CPUs and bf16 CUDA GPUs, fp32 elsewhere), "fp32" (the bit-reproducible
+        reference) or "bf16". bf16: the frozen copy stores its weights in bf16 and the batch is
+        cast at the model's input; image parameters, objective and optimizer stay fp32. The
+        precision used is `RenderResult.precision`.
     channels_last: feed the batch channels_last and store 4-D weights that way; the same
         computation, faster convolutions and pooling.
     fold_batchnorm: fold batch norms into the convolutions before them (outside the objective's
@@ -204,14 +306,13 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         raise UserError(f"steps must be at least 1, got {steps}")
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"lr must be a positive finite number, got {lr}")
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else int(seed))
     device = torch.device(device) if device is not None else _model_device(model)
     if _model_device(model).type != device.type:
         raise UserError(f"model is on {_model_device(model)}, render asked for {device}")
+    precision = resolve_precision(precision, device)
     parts = getattr(objective, "parts", None)
     if batch is None:
         batch = param.batch if param is not None else (len(parts) if parts else 1)
@@ -228,7 +329,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     marks = sorted({int(t) for t in thresholds if 0 < int(t) <= steps} | {steps})
 
     result = RenderResult(images=torch.empty(0), steps=steps, seed=seed, objective=objective.description,
-                          layers=objective.layers)
+                          layers=objective.layers, precision=precision)
     net = None
     side = _input_size(model) or param.size[0]
     example = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
@@ -238,13 +339,11 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
 
         bar = tqdm(total=steps, disable=not progress, desc="render", unit="step", leave=False)
         start = time.perf_counter()
-        net = inference_copy(model, example, keep=objective.layers, output=objective.needs_logits,
-                             channels_last=channels_last, fold_batchnorm=fold_batchnorm)
+        net = _render_copy(model, example, tuple(objective.layers), objective.needs_logits, channels_last,
+                           fold_batchnorm, precision, relu_grad)
         if net is model:  # not copyable: run the caller's model in eval mode, restored below
             was_training = model.training
             model.eval()
-        else:
-            redirect_relus(net, relu_grad)
         with keep_freed_memory(), _Forward(net, objective, precision) as forward:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
@@ -255,6 +354,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                                                             generator, device))
                 x = transform(x, generator)
                 if channels_last:
+                    # (casting to bf16 in the same `.to` measured no faster: A/B 1.05x step)
                     x = x.contiguous(memory_format=torch.channels_last)
                 ctx = forward(images, x)
                 values = objective(ctx)
@@ -282,6 +382,41 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                         f"the image became non-finite (NaN/inf)")
     result.snapshots[steps] = result.images
     return result
+
+
+#: the last render copy of each live model: a CLI call with several batches, or a gallery
+#: rendering a layer's units and their negatives, builds (copies, folds, checks) it once
+_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _state_signature(model: nn.Module) -> tuple:
+    """Changes when the model's modules, hooks or tensors change (in place too: `_version`)."""
+    mods = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in model.modules())
+    tensors = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.shape)
+                    for t in itertools.chain(model.parameters(), model.buffers()))
+    return mods, tensors
+
+
+def _render_copy(model: nn.Module, example: torch.Tensor, keep: tuple, output: bool, channels_last: bool,
+                 fold_batchnorm: bool, precision: str, relu_grad: str) -> nn.Module:
+    """`inference_copy` in the compute precision with the ReLU rule applied, reused while the
+    model is unchanged (same options, modules, hooks and weights)."""
+    options = (keep, output, channels_last, fold_batchnorm, precision, relu_grad)
+    try:
+        signature = _state_signature(model)
+        cached = _COPIES.get(model)
+    except TypeError:  # not weak-referenceable: no cache
+        signature, cached = None, None
+    if cached is not None and cached[0] == options and cached[1] == signature:
+        return cached[2]
+    net = inference_copy(model, example, keep=keep, output=output, channels_last=channels_last,
+                         fold_batchnorm=fold_batchnorm, dtype=None if precision == "fp32" else DTYPES[precision])
+    if net is model:
+        return net
+    redirect_relus(net, relu_grad)
+    if signature is not None:
+        _COPIES[model] = (options, signature, net)
+    return net
 
 
 def _non_finite(values: torch.Tensor, parts, objective, step: int):

@@ -2,12 +2,12 @@
 
 Every transform is a module called as `t(images, generator)`. The geometric ones (pad, jitter,
 scale, rotate, resize) are affine maps of the canvas; `Compose` multiplies consecutive affine
-steps into one 2 x 3 matrix per image and applies it with a single
-`kornia.geometry.transform.warp_affine`. Why:
+steps into one 2 x 3 matrix per image and applies it with a single `affine_grid` +
+`grid_sample` (kornia's `warp_affine`, done here: its matrix algebra runs in float64 on the CPU,
+and importing kornia cost 0.3 s of every render's start-up). Why:
   - kornia's `RandomAffine`/`RandomRotation` draw from the global RNG, so a seed could not replay
     them exactly and another library's random calls would change our pictures. We draw every
-    parameter ourselves from the `torch.Generator` we are given and only use kornia's
-    functional warp.
+    parameter ourselves from the `torch.Generator` we are given.
   - one resampling instead of five: less blur from repeated bilinear interpolation, and one
     kernel launch instead of a chain of interpolate/crop/pad calls (less Python per step).
 Parameters are drawn per image, so a batch of K units sees K independent augmentations.
@@ -22,6 +22,7 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
@@ -161,10 +162,31 @@ class Resize(AffineTransform):
         return f"{self.out}"
 
 
+def _pixel_to_unit(h: int, w: int) -> torch.Tensor:
+    """3 x 3: pixel-centre coordinates (align_corners=True) -> grid_sample's [-1, 1]."""
+    m = torch.eye(3, dtype=torch.float64)
+    m[0, 0] = 2.0 / (w - 1 if w > 1 else 1e-14)
+    m[1, 1] = 2.0 / (h - 1 if h > 1 else 1e-14)
+    m[0, 2] = m[1, 2] = -1.0
+    return m
+
+
+def warp_affine(images: torch.Tensor, matrix: torch.Tensor, dsize: tuple[int, int],
+                padding_mode: str = "zeros") -> torch.Tensor:
+    """Bilinear warp by N x 2 x 3 (or 3 x 3) matrices mapping source pixels to destination
+    pixels (align_corners=True): kornia's `warp_affine`, with the inverse taken in float64."""
+    n, c, h, w = images.shape
+    full = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    full[:, :2, :] = matrix.detach().to("cpu", torch.float64)[:, :2, :]
+    # grid_sample wants, per output pixel, where to read: the inverse, in [-1, 1] units
+    dst_from_src = _pixel_to_unit(*dsize) @ full @ torch.linalg.inv(_pixel_to_unit(h, w))
+    theta = torch.linalg.inv(dst_from_src)[:, :2, :].to(device=images.device, dtype=images.dtype)
+    grid = F.affine_grid(theta, [n, c, dsize[0], dsize[1]], align_corners=True)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
 def _warp(images: torch.Tensor, steps: Sequence[AffineTransform], generator) -> torch.Tensor:
     """Apply affine steps as one warp (matrices drawn on the CPU from `generator`)."""
-    from kornia.geometry.transform import warp_affine
-
     n = images.shape[0]
     canvas = tuple(images.shape[-2:])
     total = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
@@ -178,16 +200,13 @@ def _warp(images: torch.Tensor, steps: Sequence[AffineTransform], generator) -> 
             mode, fill = t.padding_mode, getattr(t, "fill", 0.0)
     if torch.allclose(total, torch.eye(3, dtype=torch.float64)) and canvas == tuple(images.shape[-2:]):
         return images
-    matrix = total[:, :2, :].to(device=images.device, dtype=images.dtype)
     if mode == "fill":
         # Bilinear weights sum to one, so warping (images - fill) with zero padding and adding
         # fill back equals a warp that reads `fill` outside the source. kornia's "fill" mode
         # warps a second, all-ones mask to get the same result: this is one resampling
         # (forward and backward) instead of two.
-        return warp_affine(images - fill, matrix, dsize=canvas, mode="bilinear", padding_mode="zeros",
-                           align_corners=True) + fill
-    return warp_affine(images, matrix, dsize=canvas, mode="bilinear", padding_mode=mode,
-                       align_corners=True)
+        return warp_affine(images - fill, total, canvas, "zeros") + fill
+    return warp_affine(images, total, canvas, mode)
 
 
 class Compose(Transform):

@@ -48,7 +48,7 @@ def render_icons(task: Task, ctx) -> IconChunk:
     objectives = [direction(task["layer"], v, cossim_power=recipe["cossim_power"]) for v in task["vectors"]]
     result = render(ctx.model, objectives, size=recipe["size"], steps=recipe["steps"], lr=recipe["lr"],
                     transforms=_transforms(recipe), seed=task["seed"], progress=False,
-                    relu_grad=task.get("relu_grad"))
+                    relu_grad=task.get("relu_grad"), precision=task.get("precision", "fp32"))
     images = result.rgb()
     for i, img in enumerate(images):
         save_png(img, ctx.path(f"icon_{i:03d}.png"))

@@ -18,8 +18,11 @@ from .results import DiversitySet, UnitRender
 #: The default recipe of unit renders (a task's key includes it, so changing it re-renders).
 #: `model_px` is the size the model sees (0: its input size). Feeding the 128 px image as is,
 #: like Lucid does, costs a third of upsampling it to 224 px and suits thumbnails.
+#: `precision` "auto" is resolved (optvis.render.model_precision: bf16 where the model's device
+#: computes it natively, else fp32) before it enters a key, so a bf16 render is never reused as
+#: an fp32 one; galleries and atlases follow the render default this way (docs/scale.md).
 DEFAULT_RECIPE = {"steps": 128, "size": 128, "model_px": 128, "lr": 0.05, "transforms": "standard",
-                  "fft": True, "decorrelate": True, "diversity_weight": 0.5}
+                  "fft": True, "decorrelate": True, "diversity_weight": 0.5, "precision": "auto"}
 
 OBJECTIVES = ("channel", "negative", "neuron", "deepdream", "direction")
 
@@ -27,12 +30,17 @@ OBJECTIVES = ("channel", "negative", "neuron", "deepdream", "direction")
 def recipe_with_defaults(recipe: dict | None, model=None) -> dict:
     """The default recipe overlaid with the given keys; with `model`, the ReLU gradient rule the
     render will use (`relu_grad`, from its card unless given) is made explicit, so it is part of
-    every render task's key."""
+    every render task's key. `precision` "auto" is resolved for the model's device (the CPU when
+    only a fingerprint is known)."""
+    from ..optvis.render import default_relu_grad, model_precision, resolve_precision
+
     out = {**DEFAULT_RECIPE, **(recipe or {})}
     if model is not None and not out.get("relu_grad"):
-        from ..optvis.render import default_relu_grad
-
         out["relu_grad"] = default_relu_grad(model)
+    if model is not None:
+        out["precision"] = model_precision(model, out["precision"])
+    else:
+        out["precision"] = resolve_precision(out["precision"])
     return out
 
 
@@ -75,6 +83,12 @@ def unit_objective(kind: str, layer: str, unit, index: int, vector=None):
     raise ValueError(f"unknown render objective {kind!r} (expected one of {', '.join(OBJECTIVES)})")
 
 
+def _task_recipe(task: Task) -> dict:
+    """A task's recipe as it was keyed; a key made before recipes named their precision was
+    rendered in fp32, and still is."""
+    return recipe_with_defaults({"precision": "fp32", **task["recipe"]})
+
+
 def _model_px(model, recipe: dict) -> int:
     return int(recipe.get("model_px") or model.input_size)
 
@@ -88,7 +102,7 @@ def _render(model, objectives, recipe: dict, seed: int, batch: int):
     return render(model, objectives, batch=batch, steps=int(recipe["steps"]), size=size,
                   lr=float(recipe["lr"]), transforms=transforms, fft=bool(recipe["fft"]),
                   decorrelate=bool(recipe["decorrelate"]), seed=int(seed), progress=False,
-                  relu_grad=recipe.get("relu_grad"))
+                  relu_grad=recipe.get("relu_grad"), precision=recipe["precision"])
 
 
 def _measure(model, objectives, images, recipe: dict) -> list[float]:
@@ -106,7 +120,7 @@ def render_units(tasks, ctxs) -> list[UnitRender]:
     """Render a batch of units of one layer; params: layer, unit, objective, seed, recipe
     (and `vector` for objective='direction'). Writes image.png; meta: value, objective."""
     model = ctxs[0].model
-    recipe = recipe_with_defaults(tasks[0]["recipe"])
+    recipe = _task_recipe(tasks[0])
     objectives = [unit_objective(t["objective"], t["layer"], task_unit(t), i, t.get("vector"))
                   for i, t in enumerate(tasks)]
     result = _render(model, objectives, recipe, tasks[0]["seed"], len(tasks))
@@ -147,7 +161,7 @@ def render_diversity(tasks, ctxs) -> list[DiversitySet]:
     from ..optvis import objectives as obj
 
     model = ctxs[0].model
-    recipe = recipe_with_defaults(tasks[0]["recipe"])
+    recipe = _task_recipe(tasks[0])
     n, layer, seed = int(tasks[0]["count"]), tasks[0]["layer"], int(tasks[0]["seed"])
     units = [task_unit(t) for t in tasks]
     groups = [range(g * n, (g + 1) * n) for g in range(len(tasks))]

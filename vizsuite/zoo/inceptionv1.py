@@ -62,9 +62,17 @@ class PaddedMaxPool2d(nn.MaxPool2d):
 
     def __init__(self, stride: int, pad: tuple[int, int, int, int]):
         super().__init__(kernel_size=3, stride=stride)
-        self.pad = pad
+        self.pad = tuple(pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the pool's own padding is -inf too and needs no padded copy (a fill and a copy per
+        # pool, forward and backward): symmetric pads are its `padding`; stride 2 with one
+        # extra row/column at the bottom/right is ceil_mode (the last window overhangs)
+        left, right, top, bottom = self.pad
+        if left == right == top == bottom:
+            return F.max_pool2d(x, 3, self.stride, padding=left)
+        if (left, right, top, bottom) == (0, 1, 0, 1) and self.stride == 2:
+            return F.max_pool2d(x, 3, 2, ceil_mode=True)
         return super().forward(F.pad(x, self.pad, value=float("-inf")))
 
     def extra_repr(self) -> str:
