@@ -81,6 +81,9 @@ def test_measured_inputs_are_exact_and_ignore_the_unused_copy(built):
     assert "Inputs it uses (measured)" in page and "Strongest inputs (expanded weights)" in page
     circuit = (site / "circuits" / "b" / "0.html").read_text()
     assert "measured contributions" in circuit
+    # and from the input's side: a:0 drives b:0 (measured), its unused copy a:1 drives nothing
+    assert "Units it drives (measured)" in (site / "neurons" / "a" / "0.html").read_text()
+    assert "Units it drives (measured)" not in (site / "neurons" / "a" / "1.html").read_text()
 
 
 def test_weight_views_that_disagree_or_explode_are_hidden_with_a_reason():

@@ -231,6 +231,13 @@ def build_gallery(model, site_dir: str | os.PathLike, cfg: GalleryConfig, *, job
                 if page.outputs_note:
                     page.outputs = []
             page.features = _features_using(plan, features, layer, u, thumb)
+            if li + 1 < len(layers):  # measured outputs: this unit among the next units' measured inputs
+                nxt = layers[li + 1]
+                for v in cfg.units[nxt]:
+                    other = report.results[effects[(nxt, v)].key].value if (nxt, v) in effects else None
+                    for r in (other.inputs if other is not None else []):
+                        if r.unit == int(u):
+                            page.drives.append(P.MeasuredInput(nxt, int(v), r.effect, None, thumb(nxt, int(v))))
             data.neurons.append(page)
             c = report.results[circuits[(layer, u)].key].value
             if li > 0 and (layer, u) not in graphs:  # a one-level circuit page from the same data

@@ -187,6 +187,8 @@ class NeuronPage:
     made_of: list[Connection] = field(default_factory=list)  # a feature: the neurons its decoder writes most
     features: list[Connection] = field(default_factory=list)  # a neuron: features whose decoders use it most
     outputs_note: str = ""  # why the expanded weights to the next layer are hidden ('' = shown)
+    #: next-layer gallery units among whose measured inputs this unit is (effect: theirs when it is ablated)
+    drives: list[MeasuredInput] = field(default_factory=list)
     description: Optional[Description] = None
     note: str = ""
     # dictionary features / concept directions that use this unit: (label, href relative to
