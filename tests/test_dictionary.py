@@ -415,7 +415,7 @@ def test_gallery_feature_pages_and_comparison(trained, planted, planted_images, 
     shown = [int(u) for u in re.findall(re.escape(slug("mix/sae")) + r'/(\d+)\.html', grid)]
     assert len(shown) == 4
     cards = json.loads(grid.split('id="unit-data">')[1].split("</script>")[0])  # the grid is data for site.js
-    freqs = [float(c["d"].split(" %")[0]) for c in cards]
+    freqs = [float(c["p"].split(" %")[0]) for c in cards]  # the caption (the description is "d")
     assert freqs == sorted(freqs, reverse=True) and len(freqs) == 4  # sorted by frequency
     assert "Neurons vs features" in text and "distinct features" in text
     f = shown[0]

@@ -769,7 +769,7 @@ def test_stale_neuron_pages_removed(tmp_path):
     code, _, err = run_cli(*base, "--units", "1")
     assert code == 0, err
     pages = sorted(p.relative_to(site).as_posix() for p in (site / "neurons").rglob("*.html"))
-    assert pages == ["neurons/conv2/0.html"]
+    assert pages == ["neurons/conv2/0.html", "neurons/conv2/0_y8_x8.html"]  # the unit and its centre neuron
     listed = {it["file"] for it in json.loads((site / "manifest.json").read_text())["items"]}
     assert all(p in listed for p in pages)
 

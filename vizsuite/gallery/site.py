@@ -283,7 +283,7 @@ class _Site:
         ctx = self.context(page_path)
         return [{"u": c.unit, "h": ctx["unit_href"](page.name, c.unit),
                  "t": ctx["url"](c.thumb.src) if c.thumb else None,
-                 "d": c.description or c.caption or "", "m": _finite(c.mean_activation),
+                 "d": c.description or c.caption or "", "p": c.caption, "m": _finite(c.mean_activation),
                  "s": _finite(c.selectivity), "c": list(c.top_classes), "k": list(c.concepts)}
                 for c in page.units]
 

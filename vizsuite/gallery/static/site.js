@@ -50,6 +50,7 @@
       } else inner.appendChild(el("div", "slot", "unit " + u.u));
       var cap = el("figcaption");
       cap.appendChild(el("span", "idx", String(u.u)));
+      if (u.p && u.p !== u.d) cap.appendChild(el("span", "idx", " · " + u.p));
       if (u.d) cap.appendChild(el("span", "desc", " · " + u.d));
       var stats = [];
       if (u.m !== null) stats.push("mean " + fmt(u.m));
