@@ -108,6 +108,14 @@ class Browser:
         self.profile = ""
 
     def __enter__(self) -> "Browser":
+        # a Chromium that has not opened its DevTools port in `timeout` seconds (seen once in CI
+        # on a busy machine) is killed and started once more with a fresh profile
+        try:
+            return self._start()
+        except TimeoutError:
+            return self._start()
+
+    def _start(self) -> "Browser":
         self.profile = tempfile.mkdtemp(prefix="vizsuite-chromium-")
         args = [self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
