@@ -513,17 +513,25 @@ class Unit:
         basis: Basis = CHANNELS
         ref = data.get("basis")
         if ref:
-            name = ref.get("name")
-            if bases and name in bases:
-                basis = bases[name]
-            elif ref.get("path"):
-                basis = load_basis(ref["path"], name)
-            else:
-                raise UserError(f"unit {layer}/{name}:{index} needs basis {name!r}; pass --basis {name}=PATH")
-            if ref.get("hash") and basis.hash != ref["hash"]:
-                raise UserError(f"basis {name!r} has changed since unit {layer}/{name}:{index} was recorded "
-                                f"(hash {basis.hash} != {ref['hash']})")
+            label = f"unit {layer}/{ref.get('name')}:{index}"
+            basis = basis_from_ref(ref, bases, since=f"{label} was recorded", needed_by=label)
         return cls(layer, index, data.get("y"), data.get("x"), basis, data.get("reduce", "mean"))
+
+
+def basis_from_ref(ref: Mapping, bases: Optional[Mapping[str, Basis]] = None, *, since: str = "it was recorded",
+                   needed_by: str = "a record") -> Basis:
+    """The basis a `Basis.ref()` names: found by name in `bases`, else loaded from its recorded
+    path; UserError when neither is possible or its content hash differs from the recorded one."""
+    name = ref.get("name")
+    if bases and name in bases:
+        basis = bases[name]
+    elif ref.get("path"):
+        basis = load_basis(ref["path"], name)
+    else:
+        raise UserError(f"{needed_by} needs basis {name!r}; pass --basis {name}=PATH")
+    if ref.get("hash") and basis.hash != ref["hash"]:
+        raise UserError(f"basis {name!r} has changed since {since} (hash {basis.hash} != {ref['hash']})")
+    return basis
 
 
 def reduce_map(m: torch.Tensor, how: str) -> torch.Tensor:

@@ -69,6 +69,8 @@ class _Plan:
         self.cfg = cfg
         self.recipe = recipe_with_defaults(cfg.recipe, model)
         self.tasks: list[Task] = []
+        self.channels: dict[str, int] = {}  # layer -> channels (build_gallery fills it from the listing)
+        self.decoders: dict = {}  # feature layer key -> F x C directions (`_decoder`)
 
     def add(self, kind: str, **params) -> Task:
         t = make_task(kind, model=self.fp, **params)
@@ -325,10 +327,16 @@ def _plan_features(plan: _Plan, features: list[str], dataset: dict, renders: dic
     return out
 
 
-def _decoder(basis, channels: int):
+def _decoder(plan: _Plan, key: str):
+    """Feature layer `key`'s directions (F x C, float64), built once per build (every neuron page
+    of the layer reads a column)."""
     import torch
 
-    return torch.stack([basis.direction(f, channels) for f in range(basis.size(channels))]).double()
+    if key not in plan.decoders:
+        layer, basis = split_key(key, plan.cfg.bases)
+        channels = plan.channels[layer]
+        plan.decoders[key] = torch.stack([basis.direction(f, channels) for f in range(basis.size(channels))]).double()
+    return plan.decoders[key]
 
 
 def _feature_pages(site, report, plan, data, features, feature_tasks, renders, effects, dataset, dream, thumb):
@@ -351,7 +359,7 @@ def _feature_pages(site, report, plan, data, features, feature_tasks, renders, e
         data.layers.append(P.LayerPage(key, cards, deepdream=_publish(site, report, dream[key], "image.png"),
                                        note=note + ".", comparison=comparison))
         channels = plan.channels[layer]
-        dec = _decoder(basis, channels)
+        dec = _decoder(plan, key)
         for u in cfg.units[key]:
             r = renders[(key, u)]
             div = report.results.get(r["diversity"].key) if r["diversity"] is not None else None
@@ -378,7 +386,7 @@ def _features_using(plan: _Plan, features: list[str], layer: str, channel: int, 
         lay, basis = split_key(key, plan.cfg.bases)
         if lay != layer:
             continue
-        column = _decoder(basis, plan.channels[layer])[:, channel]
+        column = _decoder(plan, key)[:, channel]
         for f in column.abs().argsort(descending=True)[:MAKEUP].tolist():
             out.append(P.Connection(key, f, float(column[f]), thumb(key, f)))
     return out

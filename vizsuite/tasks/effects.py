@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from .core import Task, make_task, register_task
+from .examples import planned_images
 from .results import AblationChunk, ClassScore, InputEffect, UnitEffects
 
 #: below this Spearman correlation with the measured effects, expanded weights are not shown
@@ -30,18 +31,13 @@ def unit_effects(tasks, ctxs) -> list[UnitEffects]:
     import numpy as np
 
     from ..analysis.examples import DatasetExamples
-    from ..errors import UserError
-    from ..hashing import image_list_signature
-    from ..images import find_images
     from ..interventions import ablation_effects, class_effects, reference_stats, spearman
     from ..units import Unit
 
     model, t0 = ctxs[0].model, tasks[0]
     layer, prev, mode = t0["layer"], t0.get("prev"), t0["mode"]
     fan, top = int(t0["fan"]), int(t0["top_classes"])
-    paths = find_images(t0["images_dir"])
-    if image_list_signature(paths) != t0["images_signature"]:
-        raise UserError(f"images in {t0['images_dir']} changed since the build was planned; run it again")
+    paths = planned_images(t0)
     # a channel index, or a unit record (a dictionary feature: docs/units.md)
     units = [Unit.from_json(t["unit"]) if isinstance(t["unit"], dict) else Unit(layer, int(t["unit"])) for t in tasks]
     ce = class_effects(model, units, paths, mode=mode)
@@ -135,15 +131,10 @@ def target_from_json(data: dict, model=None):
 @register_task("ablation_chunk", result=AblationChunk)
 def ablation_chunk(task, ctx) -> AblationChunk:
     """Exact ablation effects of a chunk of units over an image folder (`interventions.ablation_effects`)."""
-    from ..errors import UserError
-    from ..hashing import image_list_signature
-    from ..images import find_images
     from ..interventions import ablation_effects
     from ..units import Unit
 
-    paths = find_images(task["images_dir"])
-    if image_list_signature(paths) != task["images_signature"]:
-        raise UserError(f"images in {task['images_dir']} changed since the sweep was planned; run it again")
+    paths = planned_images(task, "sweep")
     units = [Unit.from_json(u) for u in task["units"]]
     fx = ablation_effects(ctx.model, units, paths, target_from_json(task["target"], ctx.model), mode=task["mode"],
                           reference=task.get("reference"), batch_size=task["batch_size"], chunk=task.get("chunk"),

@@ -7,19 +7,27 @@ from .core import register_task
 from .results import DatasetResult
 
 
-@register_task("dataset_examples", result=DatasetResult)
-def dataset_examples_task(task, ctx) -> DatasetResult:
-    """Task kind `dataset_examples`: writes examples.npz/.json and pos_/neg_ PNG crops per unit;
-    with param `overlays`, each crop's activation-map PNG (`*_map.png`) and the whole images
-    (`full_<index>.jpg`)."""
-    from ..analysis.examples import compute_dataset_examples
+def planned_images(task, what: str = "build") -> list:
+    """The images of `task["images_dir"]`, refused (UserError) when the folder's list is not the
+    one the task was planned with (`task["images_signature"]`): a task's key covers its images."""
     from ..errors import UserError
     from ..hashing import image_list_signature
     from ..images import find_images
 
     paths = find_images(task["images_dir"])
     if image_list_signature(paths) != task["images_signature"]:
-        raise UserError(f"images in {task['images_dir']} changed since the build was planned; run it again")
+        raise UserError(f"images in {task['images_dir']} changed since the {what} was planned; run it again")
+    return paths
+
+
+@register_task("dataset_examples", result=DatasetResult)
+def dataset_examples_task(task, ctx) -> DatasetResult:
+    """Task kind `dataset_examples`: writes examples.npz/.json and pos_/neg_ PNG crops per unit;
+    with param `overlays`, each crop's activation-map PNG (`*_map.png`) and the whole images
+    (`full_<index>.jpg`)."""
+    from ..analysis.examples import compute_dataset_examples
+
+    paths = planned_images(task)
     layer = task["layer"]
     from ..units import Unit
 

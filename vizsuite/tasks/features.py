@@ -12,29 +12,14 @@ changed basis file is a different task, and a worker reloads it by path.
 from __future__ import annotations
 
 from .core import register_task
+from .examples import planned_images
 from .results import DictionaryEval, FeatureComparison
 
 
-def basis_from_ref(ref: dict):
-    """The basis a `Basis.ref()` names, reloaded from its path; UserError if it has changed."""
-    from ..errors import UserError
-    from ..units import load_basis
+def _basis(task):
+    from ..units import basis_from_ref
 
-    basis = load_basis(ref["path"], ref.get("name"))
-    if ref.get("hash") and basis.hash != ref["hash"]:
-        raise UserError(f"basis {ref.get('name')!r} at {ref['path']} has changed since the build was planned")
-    return basis
-
-
-def _paths(task):
-    from ..errors import UserError
-    from ..hashing import image_list_signature
-    from ..images import find_images
-
-    paths = find_images(task["images_dir"])
-    if image_list_signature(paths) != task["images_signature"]:
-        raise UserError(f"images in {task['images_dir']} changed since the build was planned; run it again")
-    return paths
+    return basis_from_ref(task["basis"], since="the build was planned", needed_by="the build")
 
 
 @register_task("dictionary_eval", result=DictionaryEval)
@@ -47,8 +32,8 @@ def dictionary_eval(task, ctx) -> DictionaryEval:
     from ..stream import stream
 
     model, layer = ctx.model, task["layer"]
-    basis = basis_from_ref(task["basis"])
-    paths = _paths(task)
+    basis = _basis(task)
+    paths = planned_images(task)
     probe = torch.rand(1, 3, model.input_size, model.input_size,
                        generator=torch.Generator().manual_seed(0)).to(model.mean.device)
     net = inference_copy(model, probe, keep=[layer], output=True)
@@ -64,7 +49,7 @@ def feature_comparison(task, ctx) -> FeatureComparison:
     """`dictionary.compare` over the folder, as a typed result."""
     from ..dictionary.compare import compare
 
-    c = compare(ctx.model, task["layer"], _paths(task), basis_from_ref(task["basis"]), k=int(task["k"]),
+    c = compare(ctx.model, task["layer"], planned_images(task), _basis(task), k=int(task["k"]),
                 progress=False)
     return FeatureComparison(c["layer"], c["k"], c["images"], c["neuron_entropy_bits"], c["feature_entropy_bits"],
                              c["feature_indices"], c["features_per_neuron"], c["mean_neuron_entropy_bits"],
