@@ -8,9 +8,11 @@ stripes_90, dots), 2 classes (zebra, tabby) tested on the sample photos, 10 rand
 from one generated noise pool, the random-vs-random null runs, flattened activations (captum's
 convention: `representation="flat"`). captum gets vizsuite's CAV trainer (`train_cav`, same
 method, same seeds, same splits) through its `Classifier` interface, one Concept per random set,
-`LayerGradientXActivation(multiply_by_inputs=False)` (its default). Both run the model as loaded
-(no batch-norm fold). Reported: CPU and wall time of each side, the ratio, and the largest
-difference of the TCAV scores (per run, concept and null) and of the p-values.
+`LayerGradientXActivation(multiply_by_inputs=False)` (its default). captum runs the model as
+loaded; vizsuite its default, the batch-norm-folded frozen copy (`capture.frozen_copy`), so the
+score difference also checks that the fold leaves the gradients' signs alone. Reported: CPU and
+wall time of each side, the ratio, and the largest difference of the TCAV scores (per run,
+concept and null) and of the p-values.
 """
 
 from __future__ import annotations
@@ -205,7 +207,9 @@ Where the time goes: both sides train the same {(len(concepts) + 1) * args.runs 
 CAVs with the same trainer. captum computes activations once per Concept, so every random run's images go through the
 network again ({args.runs} x {min(args.count, args.pool // 2)} images, where vizsuite reads each image of the pool once),
 writes and reads them from disk, and runs one forward + backward per layer and per class over the class images;
-vizsuite streams each image folder once for all layers and one forward with one backward per class.
+vizsuite streams each image folder once for all layers and one forward with one backward per class,
+on its batch-norm-folded frozen copy (`capture.frozen_copy`: built once per run and shared by the concept,
+random and gradient passes); captum runs the model as loaded, and the scores above are still identical.
 """
     Path(args.out).write_text(text)
     print(text)

@@ -99,6 +99,25 @@ def test_flat_representation_matches_pooled_ground_truth(model, folders):
     assert res.get("red", "mid", 0).cav.shape == (cm.C * 16 * 16,)
 
 
+def test_tcav_passes_share_one_frozen_copy(model, folders, monkeypatch):
+    """The concept, random and gradient passes of a run build the folded copy once, and its
+    scores equal the unfolded model's."""
+    import vizsuite.capture as capture
+
+    built = []
+    real = capture.inference_copy
+    monkeypatch.setattr(capture, "inference_copy", lambda *a, **k: built.append(1) or real(*a, **k))
+    capture._SHARED.pop(model.net, None)
+    capture._SHARED.pop(model, None)
+    fast = _run(model, folders, runs=4)
+    assert len(fast.passes) == 4 and len(built) == 1
+    slow = _run(model, folders, runs=4, fast=False)
+    assert len(built) == 1
+    for a, b in zip(fast.scores, slow.scores):
+        np.testing.assert_allclose(a.runs, b.runs, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(a.sensitivity, b.sensitivity, rtol=1e-4, atol=1e-6)
+
+
 def test_tcav_equals_captum_given_the_same_cavs(folders):
     """captum's TCAV with LayerGradientXActivation(multiply_by_inputs=False) on flattened
     activations, fed vizsuite's CAVs through a Classifier, gives the same sign-count scores

@@ -10,8 +10,11 @@ grammar and validation live in `vizsuite.units` (docs/units.md).
 from __future__ import annotations
 
 import copy
+import itertools
+import threading
+import weakref
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -23,8 +26,8 @@ from .zoo.spec import VisionModel
 #: the reading face of the hook manager (same class)
 Capture = Hooks
 
-__all__ = ["Capture", "Hooks", "LayerInfo", "Unit", "activations", "check_unit", "inference_copy",
-           "leaf_modules", "list_layers", "parse_unit", "resolve"]
+__all__ = ["Capture", "Hooks", "LayerInfo", "Unit", "activations", "check_unit", "frozen_copy", "inference_copy",
+           "leaf_modules", "list_layers", "parse_unit", "resolve", "shared_copy"]
 
 
 # ---------------------------------------------------------------- inference copies
@@ -126,6 +129,67 @@ def inference_copy(model: nn.Module, example: torch.Tensor, keep: Sequence[str] 
             if p.dim() == 4:
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
     return net
+
+
+#: each live model's shared copies by options, newest last: a render's batches, a gallery's
+#: layers and a TCAV run's passes (concepts, random pool, class gradients) build one copy
+_SHARED: "weakref.WeakKeyDictionary[nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+_SHARED_MAX = 4     # copies kept per model (an EfficientNet-Lite0 copy is ~19 MB)
+_shared_lock = threading.Lock()
+
+
+def state_signature(model: nn.Module) -> tuple:
+    """Changes when the model's modules, hooks or tensors change (in place too: `_version`)."""
+    mods = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in model.modules())
+    tensors = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.shape)
+                    for t in itertools.chain(model.parameters(), model.buffers()))
+    return mods, tensors
+
+
+def shared_copy(model: nn.Module, example: torch.Tensor, *, keep: Sequence[str] = (), output: bool = True,
+                channels_last: bool = True, fold_batchnorm: bool = True, dtype: Optional[torch.dtype] = None,
+                finish: tuple = ()) -> nn.Module:
+    """`inference_copy(model, example, ...)`, built once and shared by every call in this thread
+    with the same options while `model` is unchanged (same modules, hooks and tensor versions).
+
+    Callers must leave the copy as they found it (hooks removed on exit, as `Hooks` does).
+    finish: `(function, *args)` applied once to a new copy (render's ReLU gradient rule); it is
+    part of the key. A model that is not weak-referenceable gets a fresh copy every call."""
+    options = (tuple(dict.fromkeys(keep)), bool(output), channels_last, fold_batchnorm, dtype, tuple(finish),
+               threading.get_ident())   # threads never share a copy: their hooks would meet
+    try:
+        signature = state_signature(model)
+        with _shared_lock:
+            entries = _SHARED.setdefault(model, OrderedDict())
+            hit = entries.get(options)
+    except TypeError:
+        signature, entries, hit = None, None, None
+    if hit is not None and hit[0] == signature:
+        with _shared_lock:
+            entries.move_to_end(options)
+        return hit[1]
+    net = inference_copy(model, example, keep=keep, output=output, channels_last=channels_last,
+                         fold_batchnorm=fold_batchnorm, dtype=dtype)
+    if net is model:
+        return net
+    if finish:
+        finish[0](net, *finish[1:])
+    if entries is not None:
+        with _shared_lock:
+            entries[options] = (signature, net)
+            entries.move_to_end(options)
+            while len(entries) > _SHARED_MAX:
+                entries.popitem(last=False)
+    return net
+
+
+def frozen_copy(model: VisionModel, keep: Sequence[str] = (), output: bool = True) -> nn.Module:
+    """The engines' shared frozen copy of a zoo model (`shared_copy`), its batch-norm fold checked
+    on a seeded random image at the model's input size."""
+    size = model.input_size
+    device = model.mean.device if hasattr(model, "mean") else next(model.parameters()).device
+    probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    return shared_copy(model, probe, keep=keep, output=output)
 
 
 def _fold_all(net: nn.Module, keep_ids: set) -> int:

@@ -128,7 +128,7 @@ def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, 
     seeded crops), for reducers that accept views (`Reducer.views_ok`)."""
     from tqdm import tqdm
 
-    from .capture import inference_copy
+    from .capture import frozen_copy
     from .hooks import Hooks
 
     if batch_size < 1:
@@ -169,9 +169,8 @@ def stream(model, images, reducers: Sequence[Reducer], *, batch_size: int = 16, 
     grad = any(r.needs_grad for r in todo)
     device = model.mean.device
     net = model
-    if fast:
-        probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-        net = inference_copy(model, probe, keep=layers, output=logits)
+    if fast:  # output checked even for a reading pass: the same copy then serves gradient passes
+        net = frozen_copy(model, keep=layers, output=True)
     for r in todo:
         r.start(paths)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)

@@ -267,11 +267,12 @@ class ClassGradients(Reducer):
 
 def layer_vectors(model, paths: Sequence, layers: Sequence[str], representation: str = "pooled", *,
                   cache_dir: Optional[str | os.PathLike] = None, batch_size: int = 16, progress: bool = False,
-                  desc: str = "concept activations", fast: bool = False,
+                  desc: str = "concept activations", fast: bool = True,
                   masks: Optional[Sequence] = None) -> LayerVectors:
     """One streaming pass (cached) over `paths`: each layer's vectors per readable image
     (inside each image's mask, with `masks`). fast: run on the batch-norm-folded inference copy
-    (its checked forwards cost more than they save on concept folders of a few dozen images)."""
+    (`capture.frozen_copy`, built once and shared by the passes of one run; False: the model
+    as loaded)."""
     r = LayerVectors(layers, representation, masks, model.input_size, model.spec.crop_pct)
     r.info = stream(model, list(paths), [r], batch_size=batch_size, cache_dir=cache_dir, progress=progress,
                     desc=desc, fast=fast)
@@ -280,7 +281,7 @@ def layer_vectors(model, paths: Sequence, layers: Sequence[str], representation:
 
 def class_gradients(model, paths: Sequence, layers: Sequence[str], classes: Sequence[int],
                     representation: str = "pooled", *, cache_dir=None, batch_size: int = 16,
-                    progress: bool = False, fast: bool = False) -> dict:
+                    progress: bool = False, fast: bool = True) -> dict:
     """{class: ClassGradients} from one streaming pass (forward once, one backward per class);
     classes already in the cache are not recomputed."""
     reducers = {int(c): ClassGradients(layers, int(c), representation) for c in dict.fromkeys(classes)}

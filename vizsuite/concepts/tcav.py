@@ -148,7 +148,7 @@ def _target_images(images) -> dict:
 def tcav(model, layers: Sequence[str], concepts: Mapping, random, images: Mapping, *, runs: Optional[int] = 10,
          method: str = "logistic", representation: str = "pooled", relative: bool = False, alpha: float = 0.05,
          seed: int = 0, test_fraction: float = 0.25, cache_dir=None, batch_size: int = 16,
-         progress: bool = False, fast: bool = False) -> TCAVResult:
+         progress: bool = False, fast: bool = True) -> TCAVResult:
     """TCAV scores with significance for every concept x layer x class (see the module doc).
 
     concepts: NAME -> folder | paths | Concept. random: folders (several: the sets themselves;

@@ -29,11 +29,9 @@ def layer_of(units: Sequence[Unit]) -> str:
 
 def frozen_net(model, layer: str, output: bool):
     """The frozen inference copy (batch norms folded outside `layer`), as the stream pass runs."""
-    from ..capture import inference_copy
+    from ..capture import frozen_copy
 
-    probe = torch.rand(1, 3, model.input_size, model.input_size,
-                       generator=torch.Generator().manual_seed(0)).to(model.mean.device)
-    return inference_copy(model, probe, keep=[layer], output=output)
+    return frozen_copy(model, keep=[layer], output=output)
 
 
 def unit_responses(model, units: Sequence[Unit], images, *, logits: bool = False, batch_size: int = 32,

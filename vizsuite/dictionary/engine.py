@@ -113,7 +113,7 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
     """See module doc. `images`: a folder or a list of paths. augment: views per training image
     (itself, its mirror, seeded crops: `images.augmented_views`); held-out images are read
     as they are, and the split is by image, so no view of a held-out image is trained on."""
-    from ..capture import inference_copy
+    from ..capture import frozen_copy
     from ..hooks import resolve
     from ..stream import _paths, stream
 
@@ -143,9 +143,7 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
             stab["alive_features"] = [int(a.sum()) for a in alive]
     t_stab = time.perf_counter() - t0 - t_stream - t_train
     device = model.mean.device
-    size = model.input_size
-    probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    net = inference_copy(model, probe, keep=[layer], output=True)
+    net = frozen_copy(model, keep=[layer], output=True)
     ev = HeldOutEval(net, layer, basis, device=device)
     stream(model, held_paths or train_paths, [ev], batch_size=batch_size, progress=progress,
            desc="held-out", fast=False)

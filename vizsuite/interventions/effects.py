@@ -239,12 +239,9 @@ def frozen(model, layers: Sequence[str], fast: bool):
     """The network the engines run: the frozen, BN-folded copy keeping `layers` addressable."""
     if not fast or not hasattr(model, "input_size"):
         return model
-    from ..capture import inference_copy
+    from ..capture import frozen_copy
 
-    device = getattr(model, "mean", torch.zeros(1)).device
-    probe = torch.rand(1, 3, model.input_size, model.input_size,
-                       generator=torch.Generator().manual_seed(0)).to(device)
-    return inference_copy(model, probe, keep=[layer for layer in layers if layer])
+    return frozen_copy(model, keep=[layer for layer in layers if layer])
 
 
 def ablation_effects(model, layer_or_units, images, target="top1", *, mode: str = "zero", prob: bool = False,

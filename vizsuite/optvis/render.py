@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import math
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -31,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import inference_copy
+from ..capture import shared_copy
 from ..hooks import Hooks
 from ..errors import UserError
 from ..memory import keep_freed_memory
@@ -384,39 +382,14 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     return result
 
 
-#: the last render copy of each live model: a CLI call with several batches, or a gallery
-#: rendering a layer's units and their negatives, builds (copies, folds, checks) it once
-_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _state_signature(model: nn.Module) -> tuple:
-    """Changes when the model's modules, hooks or tensors change (in place too: `_version`)."""
-    mods = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in model.modules())
-    tensors = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.shape)
-                    for t in itertools.chain(model.parameters(), model.buffers()))
-    return mods, tensors
-
-
 def _render_copy(model: nn.Module, example: torch.Tensor, keep: tuple, output: bool, channels_last: bool,
                  fold_batchnorm: bool, precision: str, relu_grad: str) -> nn.Module:
-    """`inference_copy` in the compute precision with the ReLU rule applied, reused while the
-    model is unchanged (same options, modules, hooks and weights)."""
-    options = (keep, output, channels_last, fold_batchnorm, precision, relu_grad)
-    try:
-        signature = _state_signature(model)
-        cached = _COPIES.get(model)
-    except TypeError:  # not weak-referenceable: no cache
-        signature, cached = None, None
-    if cached is not None and cached[0] == options and cached[1] == signature:
-        return cached[2]
-    net = inference_copy(model, example, keep=keep, output=output, channels_last=channels_last,
-                         fold_batchnorm=fold_batchnorm, dtype=None if precision == "fp32" else DTYPES[precision])
-    if net is model:
-        return net
-    redirect_relus(net, relu_grad)
-    if signature is not None:
-        _COPIES[model] = (options, signature, net)
-    return net
+    """The shared inference copy (`capture.shared_copy`) in the compute precision with the ReLU
+    rule applied: a CLI call with several batches, or a gallery rendering a layer's units and
+    their negatives, builds (copies, folds, checks) it once."""
+    return shared_copy(model, example, keep=keep, output=output, channels_last=channels_last,
+                       fold_batchnorm=fold_batchnorm, dtype=None if precision == "fp32" else DTYPES[precision],
+                       finish=(redirect_relus, relu_grad))
 
 
 def _non_finite(values: torch.Tensor, parts, objective, step: int):

@@ -25,18 +25,14 @@ def _basis(task):
 @register_task("dictionary_eval", result=DictionaryEval)
 def dictionary_eval(task, ctx) -> DictionaryEval:
     """The dictionary engine's held-out evaluation (`dictionary.data.HeldOutEval`) over the folder."""
-    import torch
-
-    from ..capture import inference_copy
+    from ..capture import frozen_copy
     from ..dictionary.data import HeldOutEval
     from ..stream import stream
 
     model, layer = ctx.model, task["layer"]
     basis = _basis(task)
     paths = planned_images(task)
-    probe = torch.rand(1, 3, model.input_size, model.input_size,
-                       generator=torch.Generator().manual_seed(0)).to(model.mean.device)
-    net = inference_copy(model, probe, keep=[layer], output=True)
+    net = frozen_copy(model, keep=[layer], output=True)
     ev = HeldOutEval(net, layer, basis, device=model.mean.device)
     info = stream(model, paths, [ev], progress=False, desc="dictionary", fast=False)
     m = ev.result()
