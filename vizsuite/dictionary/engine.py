@@ -84,11 +84,12 @@ def fit_basis(x: torch.Tensor, cfg: TrainConfig, seed: int, *, layer: Optional[s
     return basis, info
 
 
-def _fires(basis: Dictionary, x: torch.Tensor, chunk: int = 2048, limit: int = 20_000) -> torch.Tensor:
-    """Which features fire at least once on (up to `limit` of) the training vectors."""
+def _fires(basis: Dictionary, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Which features fire at least once on the training vectors (all of them: a feature that
+    fires on one photo's views only lives late in the reservoir's order too)."""
     on = torch.zeros(basis.size(basis.channels), dtype=torch.bool)
     with torch.no_grad():
-        for i in range(0, min(len(x), limit), chunk):
+        for i in range(0, len(x), chunk):
             on |= (basis.encode(x[i:i + chunk]) > 0).any(0)
     return on
 
