@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizsuite.optvis.render import resolve_precision
 
 from .cli_helpers import assert_bad_input, run_cli
 
@@ -29,7 +28,7 @@ def test_render_writes_pngs_and_manifest(tmp_path):
         assert item["model"] == "efficientnet_lite0" and item["steps"] == 3 and item["size"] == 48
         assert item["seed"] == 1 and isinstance(item["value"], float)
         assert item["relu_grad"] == "redirect"  # efficientnet_lite0's default: Lucid's rule
-        assert item["precision"] == resolve_precision("auto", "cpu")  # the resolved default
+        assert item["precision"] == "fp32"  # the resolved default: depthwise convolutions keep fp32
         img = Image.open(out / item["file"])
         assert img.size == (48, 48) and img.mode == "RGB"
 

@@ -234,6 +234,11 @@ def test_auto_precision_follows_the_hardware():
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     r = render(tiny_cnn(), channel("conv2", 1), steps=1, progress=False)
     assert r.precision == resolve_precision("auto", "cpu")
+    # a depthwise convolution keeps "auto" at fp32 on a CPU (memory-bound: bf16 does not pay)
+    depthwise = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 3, groups=8))
+    assert resolve_precision("auto", "cpu", depthwise) == "fp32"
+    assert resolve_precision("auto", "cpu", depthwise[:1]) == resolve_precision("auto", "cpu")
+    assert resolve_precision("bf16", "cpu", depthwise) == "bf16"
 
 
 def test_bf16_copy_stores_bf16_weights_and_runs_without_autocast():

@@ -53,7 +53,8 @@ def register(sub) -> None:
                    help="units optimized together in one batch (default 8)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="model precision: auto (default) = bf16 where the device computes it "
-                        "natively (CPUs with AVX512-BF16/AMX, bf16 GPUs), else fp32; fp32 is the "
+                        "natively (CPUs with AVX512-BF16/AMX, bf16 GPUs), else fp32 (on a CPU also for "
+                        "models with depthwise convolutions, where bf16 measured no gain); fp32 is the "
                         "bit-reproducible reference; the image and optimizer stay fp32")
     p.add_argument("--relu-grad", choices=("redirect", "leaky", "exact"), default=None,
                    help="gradient through ReLU/ReLU6 layers: redirect (Lucid's: where an image's "

@@ -179,18 +179,31 @@ def native_bf16(device=None) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device=None) -> str:
-    """"auto" -> "bf16" where `device` computes bf16 natively, else "fp32"; others as given."""
+def resolve_precision(precision: str, device=None, model: Optional[nn.Module] = None) -> str:
+    """"auto" -> "bf16" where `device` computes bf16 natively, else "fp32"; others as given.
+
+    On a CPU, "auto" keeps a `model` with grouped (depthwise) convolutions in fp32: its step is
+    bound by memory passes, not GEMMs, and bf16 measured no gain there (efficientnet_lite0, 16
+    units: 33.9 vs 34.5 ms per image-step) or a loss (1 unit: 57 vs 52 ms; the bf16 copy also
+    costs start-up), where InceptionV1 runs twice as fast (benchmarks/results/render.md)."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        if not native_bf16(device):
+            return "fp32"
+        if model is not None and torch.device(device or "cpu").type == "cpu" and _grouped_convs(model):
+            return "fp32"
+        return "bf16"
     return precision
 
 
+def _grouped_convs(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 for m in model.modules())
+
+
 def model_precision(model: nn.Module, precision: str = "auto") -> str:
-    """`resolve_precision` for the device `model`'s weights are on (what render would use)."""
-    return resolve_precision(precision, _model_device(model))
+    """`resolve_precision` for `model` on the device its weights are on (what render would use)."""
+    return resolve_precision(precision, _model_device(model), model)
 
 
 def _autocast(precision: str, device: torch.device):
@@ -210,7 +223,7 @@ class _Forward:
     """
 
     def __init__(self, model: nn.Module, objective: Objective, precision: str = "fp32"):
-        precision = resolve_precision(precision, _model_device(model))
+        precision = resolve_precision(precision, _model_device(model), model)
         self.model = model
         self.objective = objective
         self.layers = list(objective.layers)
@@ -310,7 +323,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
     device = torch.device(device) if device is not None else _model_device(model)
     if _model_device(model).type != device.type:
         raise UserError(f"model is on {_model_device(model)}, render asked for {device}")
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, model)
     parts = getattr(objective, "parts", None)
     if batch is None:
         batch = param.batch if param is not None else (len(parts) if parts else 1)
