@@ -54,7 +54,7 @@ class Step:
                                             make_optimizer, resolve_precision)
         from vizsuite.optvis.transforms import get_transforms
 
-        self.precision = resolve_precision(precision)
+        self.precision = resolve_precision(precision, None, model)   # as render resolves it
         self.generator = torch.Generator().manual_seed(seed)
         objective = [channel(layer, u) for u in range(units)] if units > 1 else channel(layer, 0)
         self.objective = as_objective(objective)
