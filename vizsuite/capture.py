@@ -14,7 +14,7 @@ import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
-"""Sparse dictionary features (SAEs, NMF) on a layer's activations: the `dictionary` engine.
+"""Sparse dictionary features (SAEs, NMF) on a layer's activations: the `dictionary` engine
+(docs/dictionary.md).
 
 Trains on vectors from the shared streaming pass (bounded memory), writes a `units.Dictionary`
 basis file, so features are units (`LAYER/NAME:K`) in every engine.

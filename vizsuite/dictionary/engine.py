@@ -1,5 +1,6 @@
 """Train a sparse dictionary on a layer's activations over a folder of images, evaluate it on
-held-out images, and write it as a basis file the unit model reads (docs/units.md).
+held-out images, and write it as a basis file the unit model reads (docs/dictionary.md,
+docs/units.md).
 
     result = train_dictionary(model, "blocks.4", "photos/", TrainConfig("topk", 896, k=16), seed=0)
     write_dictionary(result, "out/")       # basis.npz, decoder.npy, manifest.json
