@@ -322,3 +322,20 @@ def test_render_copy_is_reused_until_the_model_changes():
         assert copy_of(model) is not net
     finally:
         handle.remove()
+
+
+def test_shared_copy_in_use_is_not_handed_out_twice():
+    """A caller inside another caller's Hooks block on the shared copy gets a fresh one: two
+    hook managers on one module would meet (one's stop-early ends the other's forward)."""
+    from vizsuite.capture import Hooks, shared_copy
+
+    model = tiny_cnn()
+    x = torch.rand(1, 3, 32, 32)
+    a = shared_copy(model, x, keep=["conv2"])
+    assert shared_copy(model, x, keep=["conv2"]) is a
+    with Hooks(a, ["conv1"], stop_early=True) as h:
+        b = shared_copy(model, x, keep=["conv2"])
+        assert b is not a
+        with Hooks(b, ["conv2"], stop_early=True) as h2:
+            assert set(h2(x)) == {"conv2"} and set(h(x)) == {"conv1"}
+    assert shared_copy(model, x, keep=["conv2"]) is a       # free again: shared again

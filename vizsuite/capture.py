@@ -152,7 +152,9 @@ def shared_copy(model: nn.Module, example: torch.Tensor, *, keep: Sequence[str] 
     """`inference_copy(model, example, ...)`, built once and shared by every call in this thread
     with the same options while `model` is unchanged (same modules, hooks and tensor versions).
 
-    Callers must leave the copy as they found it (hooks removed on exit, as `Hooks` does).
+    Callers must leave the copy as they found it (hooks removed on exit, as `Hooks` does); a
+    copy that is in use (more hooks on it than when it was built: a caller inside another's
+    `Hooks` block) is not handed out again, the caller gets a fresh, unshared one.
     finish: `(function, *args)` applied once to a new copy (render's ReLU gradient rule); it is
     part of the key. A model that is not weak-referenceable gets a fresh copy every call."""
     options = (tuple(dict.fromkeys(keep)), bool(output), channels_last, fold_batchnorm, dtype, tuple(finish),
@@ -165,9 +167,11 @@ def shared_copy(model: nn.Module, example: torch.Tensor, *, keep: Sequence[str] 
     except TypeError:
         signature, entries, hit = None, None, None
     if hit is not None and hit[0] == signature:
-        with _shared_lock:
-            entries.move_to_end(options)
-        return hit[1]
+        if _hook_count(hit[1]) == hit[2]:
+            with _shared_lock:
+                entries.move_to_end(options)
+            return hit[1]
+        entries = None          # in use: a fresh copy, the cached one stays for its user
     net = inference_copy(model, example, keep=keep, output=output, channels_last=channels_last,
                          fold_batchnorm=fold_batchnorm, dtype=dtype)
     if net is model:
@@ -176,11 +180,15 @@ def shared_copy(model: nn.Module, example: torch.Tensor, *, keep: Sequence[str] 
         finish[0](net, *finish[1:])
     if entries is not None:
         with _shared_lock:
-            entries[options] = (signature, net)
+            entries[options] = (signature, net, _hook_count(net))
             entries.move_to_end(options)
             while len(entries) > _SHARED_MAX:
                 entries.popitem(last=False)
     return net
+
+
+def _hook_count(net: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
 
 
 def frozen_copy(model: VisionModel, keep: Sequence[str] = (), output: bool = True) -> nn.Module:
