@@ -108,6 +108,20 @@ def train_r2(basis: Dictionary, x: torch.Tensor, chunk: int = 2048) -> float:
     return rec.result()["r2"]
 
 
+def evaluate_basis(model, layer: str, basis: Dictionary, paths, *, batch_size: int = 16, progress: bool = False,
+                   desc: str = "held-out"):
+    """(`data.HeldOutEval` metrics, the pass's `stream.PassInfo`) of `basis` over `paths`: every
+    position, and the model's output with the layer replaced by its reconstruction, on the
+    shared frozen copy (the pass itself only reads the images)."""
+    from ..capture import frozen_copy
+    from ..stream import stream
+
+    net = frozen_copy(model, keep=[layer], output=True)
+    ev = HeldOutEval(net, layer, basis, device=model.mean.device)
+    info = stream(model, list(paths), [ev], batch_size=batch_size, progress=progress, desc=desc, fast=False)
+    return ev.result(), info
+
+
 def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int = 0,
                      budget_mb: float = 256.0, positions: Optional[int] = None, heldout: float = 0.1,
                      with_stability: bool = False, batch_size: int = 16, progress: bool = True,
@@ -115,7 +129,6 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
     """See module doc. `images`: a folder or a list of paths. augment: views per training image
     (itself, its mirror, seeded crops: `images.augmented_views`); held-out images are read
     as they are, and the split is by image, so no view of a held-out image is trained on."""
-    from ..capture import frozen_copy
     from ..hooks import resolve
     from ..stream import _paths, stream
 
@@ -144,12 +157,8 @@ def train_dictionary(model, layer: str, images, cfg: TrainConfig, *, seed: int =
             stab["alive_mean_matched_cosine"] = live["mean_matched_cosine"]
             stab["alive_features"] = [int(a.sum()) for a in alive]
     t_stab = time.perf_counter() - t0 - t_stream - t_train
-    device = model.mean.device
-    net = frozen_copy(model, keep=[layer], output=True)
-    ev = HeldOutEval(net, layer, basis, device=device)
-    stream(model, held_paths or train_paths, [ev], batch_size=batch_size, progress=progress,
-           desc="held-out", fast=False)
-    metrics = ev.result()
+    metrics, _ = evaluate_basis(model, layer, basis, held_paths or train_paths, batch_size=batch_size,
+                                progress=progress)
     freq = metrics.pop("frequency").numpy()
     metrics["train_r2"] = train_r2(basis, x)
     # held-out "dead" counts features that did not fire on a few held-out images; this one counts

@@ -24,18 +24,10 @@ def _basis(task):
 
 @register_task("dictionary_eval", result=DictionaryEval)
 def dictionary_eval(task, ctx) -> DictionaryEval:
-    """The dictionary engine's held-out evaluation (`dictionary.data.HeldOutEval`) over the folder."""
-    from ..capture import frozen_copy
-    from ..dictionary.data import HeldOutEval
-    from ..stream import stream
+    """The dictionary engine's held-out evaluation (`dictionary.engine.evaluate_basis`) over the folder."""
+    from ..dictionary.engine import evaluate_basis
 
-    model, layer = ctx.model, task["layer"]
-    basis = _basis(task)
-    paths = planned_images(task)
-    net = frozen_copy(model, keep=[layer], output=True)
-    ev = HeldOutEval(net, layer, basis, device=model.mean.device)
-    info = stream(model, paths, [ev], progress=False, desc="dictionary", fast=False)
-    m = ev.result()
+    m, info = evaluate_basis(ctx.model, task["layer"], _basis(task), planned_images(task), desc="dictionary")
     return DictionaryEval(float(m["r2"]), float(m["mean_l0"]), float(m["dead_fraction"]),
                           [float(f) for f in m["frequency"]], int(m["vectors"]), info.images - info.skipped)
 
