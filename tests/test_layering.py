@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "vizsuite"
 
-RANK = {"errors": 0, "fileio": 0, "hashing": 0, "images": 0, "memory": 0, "limits": 0, "display": 0, "__init__": 0, "__main__": 7,
+RANK = {"errors": 0, "fileio": 0, "hashing": 0, "images": 0, "memory": 0, "kernels": 0, "limits": 0, "display": 0, "__init__": 0, "__main__": 7,
         "zoo": 1, "units": 2, "targets": 2, "hooks": 2, "capture": 2, "stream": 2,
         "optvis": 3, "attribution": 3, "analysis": 3, "interventions": 3, "dictionary": 3, "describe": 3,
         "concepts": 3, "tasks": 4, "gallery": 5, "atlas": 5, "cli": 6}

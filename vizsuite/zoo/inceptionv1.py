@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
+from .. import kernels
 from .lrn import LocalResponseNorm
 
 DEFAULT_LAYERS = ["conv2d2", "mixed3a", "mixed3b", "mixed4a", "mixed4b", "mixed4c", "mixed4d",
@@ -53,6 +55,24 @@ class Concat(nn.Module):
         return f"dim={self.dim}"
 
 
+class _FusedMaxPool(torch.autograd.Function):
+    """3x3 max pool through `vizsuite.kernels`: uint8 window indices instead of int64, and a
+    backward that writes each input gradient once (no zero fill)."""
+
+    @staticmethod
+    def forward(ctx, x, stride, pad):
+        y, idx = kernels.maxpool3x3(x, stride, pad)
+        ctx.save_for_backward(idx)
+        ctx.args = (tuple(x.shape[2:]), stride, pad)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        return kernels.maxpool3x3_backward(grad, idx, *ctx.args), None, None
+
+
 class PaddedMaxPool2d(nn.MaxPool2d):
     """3x3 max pool after TF-style padding with -inf (padding never wins the max).
 
@@ -69,6 +89,10 @@ class PaddedMaxPool2d(nn.MaxPool2d):
         # pool, forward and backward): symmetric pads are its `padding`; stride 2 with one
         # extra row/column at the bottom/right is ceil_mode (the last window overhangs)
         left, right, top, bottom = self.pad
+        if kernels.usable(x):
+            if torch.is_grad_enabled() and x.requires_grad:
+                return _FusedMaxPool.apply(x, self.stride, self.pad)
+            return kernels.maxpool3x3(x, self.stride, self.pad, indices=False)[0]
         if left == right == top == bottom:
             return F.max_pool2d(x, 3, self.stride, padding=left)
         if (left, right, top, bottom) == (0, 1, 0, 1) and self.stride == 2:

@@ -1,0 +1,132 @@
+"""The fused CPU kernels (vizsuite.kernels) against float64 references, and the layers that use
+them against their PyTorch paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vizsuite import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason=kernels.status())
+
+CL = torch.channels_last
+# bf16 stores 8 mantissa bits: outputs are within half an ulp of the fp32 result (2^-9)
+TOL = {torch.float32: 2e-6, torch.bfloat16: 5e-3}
+
+
+def _cl(t, dtype):
+    return t.to(dtype).contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,stride,pad", [
+    ((2, 64, 23, 23), 2, (0, 1, 0, 1)),     # InceptionV1's stride-2 pools (TF SAME)
+    ((2, 48, 14, 14), 1, (1, 1, 1, 1)),     # its stride-1 branch pools
+    ((1, 5, 7, 9), 2, (1, 0, 2, 1)),        # any asymmetric padding, odd channel count
+    ((3, 17, 6, 5), 3, (0, 0, 0, 0)),
+])
+def test_maxpool_matches_float64_with_ties(dtype, shape, stride, pad):
+    gen = torch.Generator().manual_seed(0)
+    # rounded values: many ties, where torch's first-maximum rule decides the gradient's place
+    x = _cl((torch.randn(shape, generator=gen) * 2).round(), dtype)
+    ref = x.double().requires_grad_()
+    y_ref = F.max_pool2d(F.pad(ref, pad, value=float("-inf")), 3, stride)
+    g = _cl(torch.randn(y_ref.shape, generator=gen), dtype)
+    y_ref.backward(g.double())
+    y, idx = kernels.maxpool3x3(x, stride, pad)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=CL) and idx.dtype == torch.uint8
+    assert torch.equal(y.double(), y_ref.detach())            # a max is exact
+    gx = kernels.maxpool3x3_backward(g, idx, tuple(x.shape[2:]), stride, pad)
+    assert gx.shape == x.shape
+    # overlapping windows add several output gradients into one input: rounding in bf16 only
+    assert torch.allclose(gx.double(), ref.grad, rtol=TOL[dtype], atol=TOL[dtype] * 4)
+    assert kernels.maxpool3x3(x, stride, pad, indices=False)[1] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels,size,beta", [(192, 9, 0.5), (64, 9, 0.5), (7, 4, 0.75), (3, 5, 1.0)])
+def test_lrn_matches_float64(dtype, channels, size, beta):
+    gen = torch.Generator().manual_seed(1)
+    # InceptionV1's scale: activations of tens to hundreds, where the norm is far from 1
+    x = _cl(torch.randn(2, channels, 5, 6, generator=gen) * 80, dtype)
+    alpha, k = 9.99999974738e-05, 1.0
+    ref = x.double().requires_grad_()
+    y_ref = F.local_response_norm(ref, size, alpha, beta, k)
+    g = _cl(torch.randn(y_ref.shape, generator=gen), dtype)
+    y_ref.backward(g.double())
+    y = kernels.lrn(x, size, alpha, beta, k)
+    gx = kernels.lrn_backward(x, g, size, alpha, beta, k)
+
+    def rel(a, b):
+        return float((a.double() - b).abs().max() / b.abs().max())
+
+    assert y.dtype == dtype and y.is_contiguous(memory_format=CL)
+    assert rel(y, y_ref.detach()) < TOL[dtype]
+    assert rel(gx, ref.grad) < TOL[dtype]
+    # the norm matters here (a kernel that skipped it would fail): y differs from x a lot
+    assert rel(x, y_ref.detach()) > 0.05
+
+
+def test_only_channels_last_float_cpu_tensors_qualify():
+    x = torch.randn(1, 4, 5, 5)
+    assert not kernels.usable(x)                                   # NCHW
+    assert kernels.usable(x.contiguous(memory_format=CL))
+    assert not kernels.usable(x.contiguous(memory_format=CL).double())
+    assert not kernels.usable(torch.randn(4, 5, 5))
+
+
+def test_inceptionv1_layers_take_the_fused_path_and_agree_with_torch():
+    """Channels-last input runs the fused pools and LRNs; NCHW runs the PyTorch path. Same model,
+    same input: outputs and input gradients agree (fp32 rounding only)."""
+    from vizsuite.zoo.inceptionv1 import InceptionV1
+
+    torch.manual_seed(0)
+    net = InceptionV1().eval()
+    x = torch.rand(2, 3, 224, 224) * 255 - 117
+    grads, outs = [], []
+    for fmt in (torch.contiguous_format, CL):
+        xi = x.clone().contiguous(memory_format=fmt).requires_grad_()
+        out = net(xi)
+        out[:, :10].sum().backward()
+        outs.append(out.detach())
+        grads.append(xi.grad)
+    assert torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4 * outs[0].abs().max())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3 * grads[0].abs().max())
+    from torch.profiler import profile
+
+    xi = x[:1].contiguous(memory_format=CL).requires_grad_()
+    with profile() as prof:
+        net(xi).sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert {"_FusedMaxPool", "_FusedLRN", "_FusedMaxPoolBackward", "_FusedLRNBackward"} <= names
+    assert "aten::max_pool2d_with_indices" not in names
+
+
+def test_switched_off_or_unbuildable_falls_back_with_a_reason(tmp_path):
+    code = "from vizsuite import kernels; print(kernels.available()); print(kernels.status())"
+    for env, reason in [({"VIZSUITE_KERNELS": "0"}, "VIZSUITE_KERNELS=0"),
+                        ({"CC": str(tmp_path / "no-such-cc"), "VIZSUITE_CACHE": str(tmp_path)}, "FileNotFoundError")]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.split("\n")
+        assert lines[0] == "False" and "off" in lines[1] and reason in lines[1]
+
+
+def test_built_once_into_the_cache(tmp_path):
+    code = ("import time; t = time.perf_counter(); from vizsuite import kernels; "
+            "assert kernels.available(); print(kernels._lib._name)")
+    env = {**os.environ, "VIZSUITE_CACHE": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr
+    built = sorted((tmp_path / "kernels").iterdir())
+    assert [p.suffix for p in built] == [".so"]                     # no temp file left behind
+    mtime = built[0].stat().st_mtime_ns
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert second.stdout == first.stdout and built[0].stat().st_mtime_ns == mtime

@@ -1,0 +1,193 @@
+"""Fused CPU kernels for the memory-bound layers of a render step (docs/kernels.md).
+
+3x3 max pooling and local response normalization, forward and backward, on channels-last
+float32 / bfloat16 CPU tensors: one read and one write per tensor where PyTorch's kernels make
+3-8 passes (int64 indices and a zero fill for the pool; an elementwise chain for each LRN term).
+The C source (`cpu.c`) is compiled once per machine with the system C compiler into the user
+cache (`$VIZSUITE_CACHE` or `$XDG_CACHE_HOME/vizsuite`, else `~/.cache/vizsuite`) and loaded
+with ctypes; it builds in well under a second.
+
+When there is no compiler, the build fails, the tensor does not qualify (`usable`) or
+`VIZSUITE_KERNELS=0` is set, callers use their PyTorch path: same maths, float rounding only.
+`status()` says which it is and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "status", "usable"]
+
+_SOURCE = Path(__file__).with_name("cpu.c")
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
+_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+_reason: Optional[str] = None      # why the kernels are off, once tried
+_tried = False
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("VIZSUITE_CACHE"):
+        return Path(os.environ["VIZSUITE_CACHE"]) / "kernels"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vizsuite" / "kernels"
+
+
+def _cpu_flags() -> str:
+    # -march=native code is only valid on the same CPU features: they are part of the cache key
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> Optional[str]:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _build() -> ctypes.CDLL:
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    source = _SOURCE.read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS).encode(), version.encode(),
+                                     _cpu_flags().encode()])).hexdigest()[:16]
+    target = _cache_dir() / f"cpu-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run([cc, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if done.returncode:
+                raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+            os.replace(tmp, target)           # atomic: a concurrent build writes the same bytes
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    # torch (imported above) has loaded its libgomp; the library's libgomp.so.1 binds to that
+    # one, so the kernels' threads are torch's threads and never compete with them
+    lib = ctypes.CDLL(str(target))
+    i, l, f, p = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
+    for s in _SUFFIX.values():
+        for name in (f"maxpool3_fwd_{s}", f"maxpool3_bwd_{s}"):
+            getattr(lib, name).argtypes = [p, p, p] + [i] * 10
+            getattr(lib, name).restype = None
+        getattr(lib, f"lrn_fwd_{s}").argtypes = [p, p, l, i, i, f, f, f, i]
+        getattr(lib, f"lrn_bwd_{s}").argtypes = [p, p, p, l, i, i, f, f, f, i]
+    return lib
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    global _lib, _reason, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            if os.environ.get("VIZSUITE_KERNELS", "1") == "0":
+                _reason = "VIZSUITE_KERNELS=0"
+            else:
+                try:
+                    _lib = _build()
+                except Exception as exc:      # any failure: the PyTorch path, said by status()
+                    _reason = f"{type(exc).__name__}: {exc}"
+            _tried = True
+    return _lib
+
+
+def available() -> bool:
+    """True when the compiled kernels are loaded (building them on the first call)."""
+    return _load() is not None
+
+
+def status() -> str:
+    """One line: whether the fused kernels are in use, and why not."""
+    return "fused CPU kernels: on" if available() else f"fused CPU kernels: off ({_reason})"
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether `x` can go through these kernels: a 4-D channels-last float32 / bfloat16 CPU
+    tensor (no grad-tracking subclass), and the kernels built."""
+    return (x.device.type == "cpu" and x.dtype in _SUFFIX and x.dim() == 4 and type(x) is torch.Tensor
+            and x.is_contiguous(memory_format=torch.channels_last) and available())
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def _kernel(name: str, dtype: torch.dtype):
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(status())
+    return getattr(lib, f"{name}_{_SUFFIX[dtype]}")
+
+
+def _pool_size(h: int, before: int, after: int, stride: int) -> int:
+    return (h + before + after - 3) // stride + 1
+
+
+def maxpool3x3(x: torch.Tensor, stride: int, pad: tuple[int, int, int, int],
+               indices: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """3x3 max pool of channels-last `x` with -inf padding `pad` = (left, right, top, bottom)
+    (F.pad's order; asymmetric allowed), first maximum winning as in torch. Returns the
+    output and, with `indices`, each output's winning window position (uint8, 0-8)."""
+    n, c, h, w = x.shape
+    left, right, top, bottom = pad
+    ho, wo = _pool_size(h, top, bottom, stride), _pool_size(w, left, right, stride)
+    y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
+    idx = torch.empty((n, c, ho, wo), dtype=torch.uint8, memory_format=torch.channels_last) if indices else None
+    _kernel("maxpool3_fwd", x.dtype)(
+        _ptr(x), _ptr(y), _ptr(idx) if indices else None, n, h, w, c, stride, top, left, ho, wo,
+        torch.get_num_threads())
+    return y, idx
+
+
+def maxpool3x3_backward(grad: torch.Tensor, idx: torch.Tensor, size: tuple[int, int], stride: int,
+                        pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """The input gradient of `maxpool3x3` from its output gradient and indices; `size` = (H, W)."""
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    n, c, ho, wo = grad.shape
+    h, w = size
+    left, _, top, _ = pad
+    gx = torch.empty((n, c, h, w), dtype=grad.dtype, memory_format=torch.channels_last)
+    _kernel("maxpool3_bwd", grad.dtype)(
+        _ptr(grad), _ptr(idx), _ptr(gx), n, h, w, c, stride, top, left, ho, wo, torch.get_num_threads())
+    return gx
+
+
+def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """torch.nn.functional.local_response_norm of channels-last `x`, in one pass."""
+    y = torch.empty_like(x, memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    _kernel("lrn_fwd", x.dtype)(_ptr(x), _ptr(y), n * h * w, c, size, alpha, beta, k,
+                                                 torch.get_num_threads())
+    return y
+
+
+def lrn_backward(x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
+                 k: float) -> torch.Tensor:
+    """The input gradient of `lrn` at `x`, in one pass (recomputes the norm from `x`)."""
+    grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    gx = torch.empty_like(x, memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    _kernel("lrn_bwd", x.dtype)(_ptr(x), _ptr(grad), _ptr(gx), n * h * w, c, size,
+                                                 alpha, beta, k, torch.get_num_threads())
+    return gx

@@ -1,0 +1,210 @@
+/* vizsuite's fused CPU kernels (docs/kernels.md): channels-last (NHWC) max pooling and local
+ * response normalization, forward and backward, in float32 and bfloat16.
+ *
+ * Each kernel reads its inputs once and writes its output once; PyTorch runs the same maths as
+ * 3-8 passes over the channel maps (int64 pool indices, a zero-filled gradient buffer, an
+ * elementwise chain per LRN term). Arithmetic is float32 throughout; bfloat16 is rounded to
+ * nearest even only on store. Threads: OpenMP, resolved against torch's own libgomp (it is
+ * loaded first), so both share one thread pool.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+static inline float bf2f(uint16_t v) {
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+#define LD_f32(p, i) ((p)[i])
+#define ST_f32(p, i, v) ((p)[i] = (v))
+#define LD_bf16(p, i) bf2f((p)[i])
+#define ST_bf16(p, i, v) ((p)[i] = f2bf(v))
+
+/* ---- 3x3 max pool: any stride, any (asymmetric) -inf padding, first maximum wins ----------
+ * x (N,H,W,C) -> y (N,Ho,Wo,C); idx (N,Ho,Wo,C) holds the winner's position kh*3+kw in its
+ * window (uint8: 1/8 of torch's int64 indices), NULL when no backward will follow.           */
+#define MAXPOOL(T, S)                                                                          \
+void maxpool3_fwd_##S(const T *x, T *y, uint8_t *idx, int N, int H, int W, int C, int stride,  \
+                      int pad_t, int pad_l, int Ho, int Wo, int nt) {                           \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long r = 0; r < (long)N * Ho; r++) {                                                  \
+        int n = (int)(r / Ho), ho = (int)(r % Ho);                                             \
+        float best[C];                                                                         \
+        uint8_t arg[C];                                                                        \
+        for (int wo = 0; wo < Wo; wo++) {                                                      \
+            for (int c = 0; c < C; c++) { best[c] = -INFINITY; arg[c] = 0; }                   \
+            for (int kh = 0; kh < 3; kh++) {                                                   \
+                int h = ho * stride - pad_t + kh;                                              \
+                if (h < 0 || h >= H) continue;                                                 \
+                for (int kw = 0; kw < 3; kw++) {                                               \
+                    int w = wo * stride - pad_l + kw;                                          \
+                    if (w < 0 || w >= W) continue;                                             \
+                    const T *px = x + (((long)n * H + h) * W + w) * C;                         \
+                    uint8_t k = (uint8_t)(kh * 3 + kw);                                        \
+                    for (int c = 0; c < C; c++) {                                              \
+                        float v = LD_##S(px, c);                                               \
+                        int take = (v > best[c]) | (v != v);                                   \
+                        best[c] = take ? v : best[c];                                          \
+                        arg[c] = take ? k : arg[c];                                            \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+            long o = (((long)n * Ho + ho) * Wo + wo) * C;                                      \
+            for (int c = 0; c < C; c++) ST_##S(y, o + c, best[c]);                             \
+            if (idx) memcpy(idx + o, arg, (size_t)C);                                          \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+/* gx (N,H,W,C): each input gathers the gradients of the windows it won (no zero fill, no    \
+ * scatter; every element written once).                                                     */\
+void maxpool3_bwd_##S(const T *gy, const uint8_t *idx, T *gx, int N, int H, int W, int C,      \
+                      int stride, int pad_t, int pad_l, int Ho, int Wo, int nt) {               \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long r = 0; r < (long)N * H; r++) {                                                   \
+        int n = (int)(r / H), h = (int)(r % H);                                                \
+        float acc[C];                                                                          \
+        for (int w = 0; w < W; w++) {                                                          \
+            for (int c = 0; c < C; c++) acc[c] = 0.0f;                                         \
+            for (int kh = 0; kh < 3; kh++) {                                                   \
+                int t = h + pad_t - kh;                                                        \
+                if (t < 0 || t % stride) continue;                                             \
+                int ho = t / stride;                                                           \
+                if (ho >= Ho) continue;                                                        \
+                for (int kw = 0; kw < 3; kw++) {                                               \
+                    int u = w + pad_l - kw;                                                    \
+                    if (u < 0 || u % stride) continue;                                         \
+                    int wo = u / stride;                                                       \
+                    if (wo >= Wo) continue;                                                    \
+                    long o = (((long)n * Ho + ho) * Wo + wo) * C;                              \
+                    const uint8_t *pi = idx + o;                                               \
+                    uint8_t k = (uint8_t)(kh * 3 + kw);                                        \
+                    for (int c = 0; c < C; c++)                                                \
+                        acc[c] += (pi[c] == k) ? LD_##S(gy, o + c) : 0.0f;                     \
+                }                                                                              \
+            }                                                                                  \
+            long i = (((long)n * H + h) * W + w) * C;                                          \
+            for (int c = 0; c < C; c++) ST_##S(gx, i + c, acc[c]);                             \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+/* ---- local response norm across channels (torch.nn.LocalResponseNorm's definition) --------
+ * y_c = x_c d_c^-beta,  d_c = k + alpha/size * sum_{j = c - size/2}^{c + (size-1)/2} x_j^2
+ * One pixel's C channels are contiguous in NHWC; the window sums are `size` shifted adds over
+ * the pixel's channels (vectorized across channels, in L1), not a running sum (one long
+ * dependency chain).                                                                        */
+static inline void lrn_power(const float *d, float *r, int C, float beta) {
+    int c = 0;
+    if (beta == 0.5f) {
+#ifdef __AVX512F__
+        /* rsqrt14 + one Newton step: ~23 correct bits, 5x faster than sqrt and divide */
+        const __m512 half = _mm512_set1_ps(0.5f), three = _mm512_set1_ps(3.0f);
+        for (; c + 16 <= C; c += 16) {
+            __m512 v = _mm512_loadu_ps(d + c), y = _mm512_rsqrt14_ps(v);
+            y = _mm512_mul_ps(_mm512_mul_ps(half, y),
+                              _mm512_fnmadd_ps(_mm512_mul_ps(v, y), y, three));
+            _mm512_storeu_ps(r + c, y);
+        }
+#endif
+        for (; c < C; c++) r[c] = 1.0f / sqrtf(d[c]);
+    } else {
+        for (; c < C; c++) r[c] = powf(d[c], -beta);
+    }
+}
+
+/* d[c] = k + scale * sum_{j < size} buf[c + j], buf holding the shifted, zero-padded terms */
+static inline void window_sum(const float *buf, float *d, int C, int size, float k, float scale) {
+    int c = 0;
+#ifdef __AVX512F__
+    /* 16 channels per register, summed over `size` unaligned loads: no store between terms */
+    const __m512 vk = _mm512_set1_ps(k), vs = _mm512_set1_ps(scale);
+    for (; c + 64 <= C; c += 64) {     /* four independent sums hide the add latency */
+        __m512 a0 = _mm512_loadu_ps(buf + c), a1 = _mm512_loadu_ps(buf + c + 16);
+        __m512 a2 = _mm512_loadu_ps(buf + c + 32), a3 = _mm512_loadu_ps(buf + c + 48);
+        for (int j = 1; j < size; j++) {
+            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(buf + c + j));
+            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(buf + c + 16 + j));
+            a2 = _mm512_add_ps(a2, _mm512_loadu_ps(buf + c + 32 + j));
+            a3 = _mm512_add_ps(a3, _mm512_loadu_ps(buf + c + 48 + j));
+        }
+        _mm512_storeu_ps(d + c, _mm512_fmadd_ps(vs, a0, vk));
+        _mm512_storeu_ps(d + c + 16, _mm512_fmadd_ps(vs, a1, vk));
+        _mm512_storeu_ps(d + c + 32, _mm512_fmadd_ps(vs, a2, vk));
+        _mm512_storeu_ps(d + c + 48, _mm512_fmadd_ps(vs, a3, vk));
+    }
+    for (; c + 16 <= C; c += 16) {
+        __m512 acc = _mm512_loadu_ps(buf + c);
+        for (int j = 1; j < size; j++) acc = _mm512_add_ps(acc, _mm512_loadu_ps(buf + c + j));
+        _mm512_storeu_ps(d + c, _mm512_fmadd_ps(vs, acc, vk));
+    }
+#endif
+    for (; c < C; c++) {
+        float s = 0.0f;
+        for (int j = 0; j < size; j++) s += buf[c + j];
+        d[c] = k + scale * s;
+    }
+}
+
+#define LRN(T, S)                                                                              \
+void lrn_fwd_##S(const T *x, T *y, long P, int C, int size, float alpha, float beta, float k,  \
+                 int nt) {                                                                     \
+    const int lo = size / 2, hi = (size - 1) / 2;                                              \
+    const float scale = alpha / size;                                                          \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long p = 0; p < P; p++) {                                                             \
+        const T *px = x + p * C;                                                               \
+        float sq[C + lo + hi + 1], d[C], r[C];                                                 \
+        for (int c = 0; c < lo; c++) sq[c] = 0.0f;                                             \
+        for (int c = 0; c < C; c++) { float v = LD_##S(px, c); sq[lo + c] = v * v; }           \
+        for (int c = 0; c <= hi; c++) sq[lo + C + c] = 0.0f;                                   \
+        window_sum(sq, d, C, size, k, scale);          /* window of c: sq[c .. c+lo+hi] */     \
+        lrn_power(d, r, C, beta);                                                              \
+        for (int c = 0; c < C; c++) ST_##S(y, p * C + c, LD_##S(px, c) * r[c]);                \
+    }                                                                                          \
+}                                                                                              \
+/* gx_m = g_m r_m - 2 beta alpha/size x_m sum_{i: m in window(i)} g_i x_i r_i / d_i, r = d^-b \
+ * (d recomputed from x: nothing but the input is kept for the backward).                    */\
+void lrn_bwd_##S(const T *x, const T *g, T *gx, long P, int C, int size, float alpha,          \
+                 float beta, float k, int nt) {                                                \
+    const int lo = size / 2, hi = (size - 1) / 2;                                              \
+    const float scale = alpha / size, two_b = 2.0f * beta * scale;                             \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long p = 0; p < P; p++) {                                                             \
+        const T *px = x + p * C, *pg = g + p * C;                                              \
+        float sq[C + lo + hi + 1], d[C], r[C], t[C + lo + hi + 1], u[C];                       \
+        for (int c = 0; c < lo; c++) sq[c] = 0.0f;                                             \
+        for (int c = 0; c < C; c++) { float v = LD_##S(px, c); sq[lo + c] = v * v; }           \
+        for (int c = 0; c <= hi; c++) sq[lo + C + c] = 0.0f;                                   \
+        window_sum(sq, d, C, size, k, scale);                                                  \
+        lrn_power(d, r, C, beta);                                                              \
+        /* m is in window(i) for i in m-hi .. m+lo: t[m .. m+lo+hi] with t shifted by hi */    \
+        for (int c = 0; c < hi; c++) t[c] = 0.0f;                                              \
+        for (int c = 0; c < C; c++)                                                            \
+            t[hi + c] = LD_##S(pg, c) * LD_##S(px, c) * (beta == 0.5f ? r[c] * r[c] * r[c] : r[c] / d[c]);                           \
+        for (int c = 0; c <= lo; c++) t[hi + C + c] = 0.0f;                                    \
+        window_sum(t, u, C, size, 0.0f, 1.0f);                                                 \
+        for (int m = 0; m < C; m++)                                                            \
+            ST_##S(gx, p * C + m, LD_##S(pg, m) * r[m] - two_b * LD_##S(px, m) * u[m]);        \
+    }                                                                                          \
+}
+
+MAXPOOL(float, f32)
+MAXPOOL(uint16_t, bf16)
+LRN(float, f32)
+LRN(uint16_t, bf16)
+
+int vizsuite_kernels_version(void) { return 1; }
