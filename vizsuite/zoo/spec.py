@@ -72,8 +72,24 @@ class VisionModel(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map [0, 1] RGB to what the network was trained on."""
-        return (x - self.mean) / self.std
+        """Map [0, 1] RGB to what the network was trained on: (x - mean) / std, computed as
+        x * (1/std) - mean/std in one fused pass, constants from the spec in float64 (exact
+        in any dtype the copy runs in: 255 and -117 for Lucid's InceptionV1; the bf16 buffers
+        of a bf16 copy would give 256 and -117.5). A broadcast division over a channels-last
+        batch took 4x as long, forward and backward."""
+        std = torch.tensor(self.spec.std, dtype=torch.float64).view(1, -1, 1, 1)
+        mean = torch.tensor(self.spec.mean, dtype=torch.float64).view(1, -1, 1, 1)
+        scale, shift = (1 / std).to(x.device, x.dtype), (-mean / std).to(x.device, x.dtype)
+        if x.dim() == 4 and x.shape[1] > 1 and not x.is_contiguous() \
+                and x.is_contiguous(memory_format=torch.channels_last):
+            # channels-last: a (1, C, 1, 1) broadcast iterates over runs of C = 3 elements
+            # (4x slower, forward and backward); as rows of W*C values times a W-times repeated
+            # (scale, shift) it is one contiguous, vectorized pass (views only, layout kept)
+            n, c, h, w = x.shape
+            rows = x.permute(0, 2, 3, 1).reshape(n * h, w * c)
+            out = torch.addcmul(shift.reshape(-1).repeat(w), rows, scale.reshape(-1).repeat(w))
+            return out.view(n, h, w, c).permute(0, 3, 1, 2)
+        return torch.addcmul(shift, x, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
