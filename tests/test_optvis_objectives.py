@@ -141,3 +141,24 @@ def test_errors_are_user_errors():
         O.per_image([O.channel("l", 0)] * 3)(ctx)
     with pytest.raises(UserError):
         O.direction("l", torch.ones(4))(ctx)
+
+
+def test_per_image_of_units_reads_each_image_alone_with_the_same_values_and_gradients():
+    """per_image over unit objectives takes the row-wise path (one unbind per layer); mixing in
+    another objective takes the generic one. Both give the same values and gradients."""
+    gen = torch.Generator().manual_seed(0)
+    base = {"l": torch.randn(4, 6, 5, 5, generator=gen), "m": torch.randn(4, 3, 2, 2, generator=gen)}
+    parts = [O.channel("l", 1), O.neuron("l", 2), O.neuron("l", 0, 1, 3), O.channel("m", 2)]
+    assert all(p.unit is not None for p in parts) and O.channel("l", 1, batch=0).unit is None
+    results = []
+    for objs in (parts, parts[:3] + [O.channel("m", 2) * 1.0]):        # row-wise, generic
+        acts = {k: v.clone().requires_grad_() for k, v in base.items()}
+        values = O.per_image(objs)(ctx_from(acts))
+        values.sum().backward()
+        results.append((values.detach(), acts["l"].grad, acts["m"].grad))
+    (v0, gl0, gm0), (v1, gl1, gm1) = results
+    assert torch.allclose(v0, v1) and torch.allclose(gl0, gl1) and torch.allclose(gm0, gm1)
+    expected = torch.stack([base["l"][0, 1].mean(), base["l"][1, 2, 2, 2], base["l"][2, 0, 1, 3],
+                            base["m"][3, 2].mean()])
+    assert torch.allclose(v0, expected)
+    assert gl0[3].abs().sum() == 0 and gm0[:3].abs().sum() == 0     # image i feeds unit i only

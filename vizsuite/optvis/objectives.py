@@ -59,8 +59,12 @@ class Objective:
     """A function Context -> (N,) values, with a description and the inputs it needs."""
 
     def __init__(self, fn: Callable[[Context], torch.Tensor], description: str,
-                 layers: Sequence[str] = (), needs_logits: bool = False, _prec: int = _ATOM):
+                 layers: Sequence[str] = (), needs_logits: bool = False, _prec: int = _ATOM,
+                 unit: Optional[Unit] = None):
         self.fn = fn
+        #: the unit this objective reads as is (`unit(u)`), which lets `per_image` read image i
+        #: of that layer alone
+        self.unit = unit
         self.description = description
         self.layers = tuple(dict.fromkeys(layers))
         self.needs_logits = bool(needs_logits)
@@ -187,7 +191,7 @@ def unit(u, batch: Optional[int] = None, bases=None) -> Objective:
     else:
         desc = f"unit({_q(str(u))}{'' if u.reduce == 'mean' else ', reduce=' + u.reduce}" \
                f"{', batch=' + str(batch) if batch is not None else ''})"
-    return Objective(fn, desc, [u.layer])
+    return Objective(fn, desc, [u.layer], unit=u if batch is None else None)
 
 
 def neuron(layer: str, channel: int, y: Optional[int] = None, x: Optional[int] = None,
@@ -354,6 +358,13 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
     def fn(ctx):
         if ctx.batch != len(objectives):
             raise UserError(f"{len(objectives)} per-image objectives but the batch has {ctx.batch} images")
+        units = [obj.unit for obj in objectives]
+        if all(u is not None for u in units):
+            # each unit reads its own image only: one unbind per layer, whose backward stacks
+            # the K per-image gradients into one buffer, instead of K full-batch zero-filled
+            # gradients summed K-1 times (measured: 15 passes over the layer per step -> 2)
+            rows = {l: _spatial(ctx.act(l), l).unbind(0) for l in dict.fromkeys(u.layer for u in units)}
+            return torch.stack([u.value(rows[u.layer][i].unsqueeze(0))[0] for i, u in enumerate(units)])
         return torch.stack([obj(ctx)[i] for i, obj in enumerate(objectives)])
 
     layers = [l for o in objectives for l in o.layers]
