@@ -116,6 +116,10 @@ def main() -> None:
 
     name, layer, units, size = CASES[args.case]
     model = load_model(name, random_weights=(name == "inceptionv1"))
+    from vizsuite.memory import keep_freed_memory
+
+    keep = keep_freed_memory()          # as render's loop runs (no page faults on reused buffers)
+    keep.__enter__()
     steps = {p: Step(model, layer, units, size, p) for p in args.precision.split(",")}
     flops = {p: s.flops() for p, s in steps.items()}
     for s in steps.values():

@@ -96,3 +96,77 @@ def test_default_rule_comes_from_the_model_card(tmp_path):
     assert default_relu_grad(_dead_unit_model()) == "redirect"  # a plain module has no card
     with pytest.raises(UserError, match="relu_grad"):
         render(_dead_unit_model(), channel("1", 0), relu_grad="sometimes", steps=1, progress=False)
+
+
+class _Planted(nn.Module):
+    """Four conv -> ReLU pairs, of which only the first two may fuse: the third conv's output
+    also feeds a sum (a ReLU after it would change that sum), the fourth conv is named in keep."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.ra = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2), nn.ReLU())
+        self.c, self.rc = nn.Conv2d(8, 8, 1), nn.ReLU()
+        self.d, self.rd = nn.Conv2d(8, 4, 1), nn.ReLU()
+
+    def forward(self, x):
+        x = self.block(self.ra(self.a(x)))
+        c = self.c(x)
+        x = self.rc(c) + c
+        return self.rd(self.d(x))
+
+
+@pytest.mark.parametrize("rule", ["exact", "leaky"])
+def test_conv_relu_fusion_finds_only_safe_pairs_and_keeps_values_and_gradients(rule):
+    from vizsuite.optvis.relu import Applied, ConvReLU, prepare_relus
+
+    torch.manual_seed(0)
+    ref = _Planted().eval().requires_grad_(False)
+    fused = _Planted().eval().requires_grad_(False)
+    fused.load_state_dict(ref.state_dict())
+    redirect_relus(ref, rule)
+    prepare_relus(fused, rule, keep=("d",))
+    assert isinstance(fused.a, ConvReLU) and isinstance(fused.ra, Applied)
+    assert isinstance(fused.block[0], ConvReLU) and isinstance(fused.block[1], Applied)
+    assert type(fused.c) is nn.Conv2d and type(fused.d) is nn.Conv2d     # shared output; kept
+    x = torch.randn(2, 3, 9, 9)
+    g = torch.randn(2, 4, 5, 5)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xr = x.contiguous(memory_format=fmt)
+        torch.testing.assert_close(fused(xr), ref(xr), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_grad(fused, xr, g), _grad(ref, xr, g), rtol=1e-5, atol=1e-5)
+    # hooks on the ReLU's name still read the activation (now the fused conv's output)
+    seen = []
+    handle = fused.ra.register_forward_hook(lambda m, i, o: seen.append(o))
+    fused(x)
+    handle.remove()
+    assert torch.equal(seen[0], torch.relu(ref.a(x)))
+
+
+def test_render_fuses_inceptionv1_and_renders_the_same_images():
+    """The render copy of InceptionV1 fuses all 57 conv + ReLU pairs in front of mixed4a's
+    objective, and a short fp32 render gives the images of the unfused copy."""
+    import importlib
+
+    R = importlib.import_module("vizsuite.optvis.render")
+    from vizsuite.optvis.relu import ConvReLU
+    from vizsuite.zoo import load_model
+
+    model = load_model("inceptionv1", random_weights=True)
+    net = R._render_copy(model, torch.rand(1, 3, 224, 224), ("mixed4a",), False, True, True, "fp32", "leaky")
+    assert sum(isinstance(m, ConvReLU) for m in net.modules()) == 57
+    # a pre-ReLU objective keeps its conv unfused (its hook reads the pre-activation)
+    pre = R._render_copy(model, torch.rand(1, 3, 224, 224), ("mixed4a_1x1_pre_relu_conv",), False, True,
+                         True, "fp32", "leaky")
+    assert type(pre.layer("mixed4a_1x1_pre_relu_conv")) is nn.Conv2d
+    runs = []
+    for fuse in (True, False):
+        orig = R.prepare_relus
+        if not fuse:   # another finish function: another cache key, so a fresh, unfused copy
+            R.prepare_relus = lambda net, rule, keep: redirect_relus(net, rule)
+        try:
+            runs.append(render(model, [channel("mixed4a", u) for u in (0, 1)], steps=4, size=64, seed=0,
+                               precision="fp32").images)
+        finally:
+            R.prepare_relus = orig
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-4)
