@@ -90,9 +90,13 @@ class Step:
             self.times.clear()
 
     def flops(self) -> int:
-        from torch.utils.flop_counter import FlopCounterMode
+        from torch.utils import flop_counter as fc
 
-        counter = FlopCounterMode(display=False)
+        # render's conv + ReLU pairs run as this oneDNN op, which flop_counter does not know:
+        # counted as the convolution it is (the ReLU post-op is no FLOP)
+        fc.flop_registry.setdefault(torch.ops.mkldnn._convolution_pointwise, fc.shape_wrapper(
+            lambda x, w, *args, out_shape=None, **kw: fc.conv_flop_count(x, w, out_shape, transposed=False)))
+        counter = fc.FlopCounterMode(display=False)
         with counter:
             self.run(record=False)
         return counter.get_total_flops()
