@@ -47,7 +47,8 @@ def gemm_rate(dtype: torch.dtype, n: int = 1024, reps: int = 8) -> float:
 class Step:
     """One render configuration whose step can be run phase by phase."""
 
-    def __init__(self, model, layer: str, units: int, size: int, precision: str, seed: int = 0):
+    def __init__(self, model, layer: str, units: int, size: int, precision: str, seed: int = 0,
+                 rewrites: bool = True):
         from vizsuite.optvis import ImageParam, channel
         from vizsuite.optvis.objectives import as_objective
         from vizsuite.optvis.render import (DTYPES, _Forward, _render_copy, default_relu_grad,
@@ -63,8 +64,18 @@ class Step:
         self.params = [self.param.raw]
         self.opt = make_optimizer("adam", self.params, 0.05)
         example = torch.rand(1, 3, model.input_size, model.input_size)
-        self.net = _render_copy(model, example, tuple(self.objective.layers), False, True, True,
-                                self.precision, default_relu_grad(model))
+        self.spec = (model, layer, units, size, precision, seed)
+        if rewrites:
+            self.net = _render_copy(model, example, tuple(self.objective.layers), False, True, True,
+                                    self.precision, default_relu_grad(model))
+        else:   # the network as written (no fused or unshuffled convolutions): what FLOPs count
+            from vizsuite.capture import shared_copy
+            from vizsuite.optvis.relu import redirect_relus
+
+            self.net = shared_copy(model, example, keep=tuple(self.objective.layers), output=False,
+                                   channels_last=True, fold_batchnorm=True,
+                                   dtype=None if self.precision == "fp32" else DTYPES[self.precision],
+                                   finish=(redirect_relus, default_relu_grad(model)))
         self.forward = _Forward(self.net, self.objective, self.precision).__enter__()
         self.times: dict[str, list[float]] = {}
 
@@ -90,15 +101,15 @@ class Step:
             self.times.clear()
 
     def flops(self) -> int:
-        from torch.utils import flop_counter as fc
+        """FLOPs of one step of the network as written: counted on a copy without render's conv
+        rewrites, whose unshuffled stem multiplies zero-padded kernel taps (+4 % FLOPs) and whose
+        fused convolutions flop_counter does not know."""
+        from torch.utils.flop_counter import FlopCounterMode
 
-        # render's conv + ReLU pairs run as this oneDNN op, which flop_counter does not know:
-        # counted as the convolution it is (the ReLU post-op is no FLOP)
-        fc.flop_registry.setdefault(torch.ops.mkldnn._convolution_pointwise, fc.shape_wrapper(
-            lambda x, w, *args, out_shape=None, **kw: fc.conv_flop_count(x, w, out_shape, transposed=False)))
-        counter = fc.FlopCounterMode(display=False)
+        plain = Step(*self.spec, rewrites=False)
+        counter = FlopCounterMode(display=False)
         with counter:
-            self.run(record=False)
+            plain.run(record=False)
         return counter.get_total_flops()
 
     def medians(self) -> dict[str, float]:
