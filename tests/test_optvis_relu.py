@@ -198,3 +198,18 @@ def test_unshuffled_conv_is_the_strided_conv_in_float64(channels, size, kernel, 
     torch.testing.assert_close(_grad(fast, x, g), _grad(conv, x, g), rtol=1e-12, atol=1e-12)
     assert not UnshuffledConv2d.applies(nn.Conv2d(64, 64, 3, stride=2))     # 256 channels rearranged
     assert not UnshuffledConv2d.applies(nn.Conv2d(3, 8, 3, stride=1))
+
+
+def test_a_conv_called_twice_is_not_fused():
+    from vizsuite.optvis.convs import fuse_conv_relus
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.conv(self.relu(self.conv(x))))
+
+    net = Shared().eval().requires_grad_(False)
+    assert fuse_conv_relus(net) == 0 and type(net.conv) is nn.Conv2d

@@ -176,14 +176,19 @@ def _pairs(module: nn.Module, skip: set):
         graph = None
     if graph is not None:
         children = dict(module.named_children())
+        calls = {}
+        for node in graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
         for node in graph.nodes:
             if node.op != "call_module" or node.target not in children:
                 continue
             conv = children[node.target]
             users = list(node.users)
-            if (not _fusable_conv(conv) or id(conv) in skip or len(users) != 1
+            # a module called twice (shared weights) would be fused for one call and not the other
+            if (not _fusable_conv(conv) or id(conv) in skip or len(users) != 1 or calls[node.target] != 1
                     or users[0].op != "call_module" or users[0].target not in children
-                    or users[0].args != (node,) or users[0].kwargs):
+                    or calls.get(users[0].target) != 1 or users[0].args != (node,) or users[0].kwargs):
                 continue
             relu = children[users[0].target]
             if _fusable_relu(relu) and id(relu) not in skip:

@@ -399,8 +399,9 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
 def _render_copy(model: nn.Module, example: torch.Tensor, keep: tuple, output: bool, channels_last: bool,
                  fold_batchnorm: bool, precision: str, relu_grad: str) -> nn.Module:
     """The shared inference copy (`capture.shared_copy`) in the compute precision with the ReLU
-    rule applied and each conv + ReLU pair the objective does not read fused (`convs.prepare_render_copy`): a CLI call with several batches, or a gallery rendering a layer's units and
-    their negatives, builds (copies, folds, checks) it once."""
+    rule applied, the stem unshuffled and each conv + ReLU pair the objective does not read fused
+    (`convs.prepare_render_copy`): a CLI call with several batches, or a gallery rendering a
+    layer's units and their negatives, builds (copies, folds, checks) it once."""
     return shared_copy(model, example, keep=keep, output=output, channels_last=channels_last,
                        fold_batchnorm=fold_batchnorm, dtype=None if precision == "fp32" else DTYPES[precision],
                        finish=(prepare_render_copy, relu_grad, keep))
