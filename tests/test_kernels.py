@@ -130,3 +130,19 @@ def test_built_once_into_the_cache(tmp_path):
     mtime = built[0].stat().st_mtime_ns
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert second.stdout == first.stdout and built[0].stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("leak", [0.0, 0.1])
+def test_relu_backward_is_torchs_bit_for_bit_also_on_channel_slices(dtype, leak):
+    gen = torch.Generator().manual_seed(2)
+    y = _cl(torch.randn(2, 6, 5, 7, generator=gen).clamp(min=0), dtype)
+    whole = _cl(torch.randn(2, 15, 5, 7, generator=gen), dtype)
+    for g in (_cl(torch.randn(2, 6, 5, 7, generator=gen), dtype), whole[:, 4:10]):    # rows, slice
+        assert kernels.row_stride(g) == g.stride(3)
+        ref = (torch.ops.aten.leaky_relu_backward(g, y, leak, False) if leak
+               else torch.ops.aten.threshold_backward(g, y, 0))
+        got = kernels.relu_backward(g, y, leak)
+        assert torch.equal(got, ref) and got.is_contiguous(memory_format=CL)
+    assert kernels.row_stride(torch.randn(2, 6, 5, 7)) is None                 # NCHW
+    assert kernels.row_stride(whole[:, :, 1:]) is None                         # uneven pixel spacing

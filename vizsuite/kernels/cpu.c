@@ -208,3 +208,22 @@ LRN(float, f32)
 LRN(uint16_t, bf16)
 
 int vizsuite_kernels_version(void) { return 1; }
+
+/* ---- ReLU-rule backward from the output: gx = g where y > 0, else leak * g ----------------
+ * Rows of C contiguous channels (channels-last), each tensor with its own row stride (a
+ * channel slice of a concatenation's gradient is such a view).                               */
+#define RELU_BWD(T, S)                                                                         \
+void relu_bwd_##S(const T *g, long gs, const T *y, long ys, T *gx, long P, int C, float leak,  \
+                  int nt) {                                                                    \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long p = 0; p < P; p++) {                                                             \
+        const T *pg = g + p * gs, *py = y + p * ys;                                            \
+        T *po = gx + p * C;                                                                    \
+        for (int c = 0; c < C; c++) {                                                          \
+            float v = LD_##S(pg, c);                                                           \
+            ST_##S(po, c, LD_##S(py, c) > 0.0f ? v : leak * v);                                \
+        }                                                                                      \
+    }                                                                                          \
+}
+RELU_BWD(float, f32)
+RELU_BWD(uint16_t, bf16)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from .relu import LEAK, RedirectedReLU, redirect_relus
 
 
@@ -101,7 +102,9 @@ class _ConvReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight, y = ctx.saved_tensors
-        if ctx.leak:
+        if kernels.row_stride(grad) is not None and kernels.row_stride(y) is not None and grad.dtype == y.dtype:
+            g = kernels.relu_backward(grad, y, ctx.leak)     # one pass, also over channel slices
+        elif ctx.leak:
             g = torch.ops.aten.leaky_relu_backward(grad, y, ctx.leak, False)
         else:
             g = torch.ops.aten.threshold_backward(grad, y, 0)
