@@ -146,3 +146,29 @@ def test_relu_backward_is_torchs_bit_for_bit_also_on_channel_slices(dtype, leak)
         assert torch.equal(got, ref) and got.is_contiguous(memory_format=CL)
     assert kernels.row_stride(torch.randn(2, 6, 5, 7)) is None                 # NCHW
     assert kernels.row_stride(whole[:, :, 1:]) is None                         # uneven pixel spacing
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "cl", "slice"])
+def test_space_to_depth_is_pad_and_rearrange(dtype, layout):
+    """Against F.pad + the (dy, dx, channel) rearrangement written with views; padding on both
+    sides, and a crop (rows no output reads) at the bottom; gradients back in the input's layout."""
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 5, 11, 13, generator=gen).to(dtype)
+    x = {"nchw": base, "cl": _cl(base, dtype), "slice": _cl(torch.randn(2, 9, 11, 13, generator=gen), dtype)[:, 2:7]}[layout]
+    s, top, left, height, width = 2, 2, 1, 12, 16          # rows: 2 + 11 -> crop to 12; cols 1 + 13 + 2
+    y = kernels.space_to_depth(x, s, top, left, height, width)
+    padded = F.pad(x.float(), (left, width - 13 - left, top, height - 11 - top))
+    n, c = x.shape[:2]
+    ref = padded.permute(0, 2, 3, 1).reshape(n, height // s, s, width // s, s * c).permute(0, 1, 3, 2, 4)
+    ref = ref.reshape(n, height // s, width // s, s * s * c).permute(0, 3, 1, 2)
+    assert y.is_contiguous(memory_format=CL) and torch.equal(y.float(), ref)
+    g = torch.randn(y.shape, generator=gen).to(dtype)
+    fmt = CL if layout == "cl" else torch.contiguous_format
+    gx = kernels.space_to_depth_backward(g, tuple(x.shape), s, top, left, fmt)
+    xr = x.float().clone().requires_grad_()
+    padded = F.pad(xr, (left, width - 13 - left, top, height - 11 - top))
+    r = padded.permute(0, 2, 3, 1).reshape(n, height // s, s, width // s, s * c).permute(0, 1, 3, 2, 4)
+    r.reshape(n, height // s, width // s, s * s * c).permute(0, 3, 1, 2).backward(g.float())
+    assert torch.equal(gx.float(), xr.grad) and gx.is_contiguous(memory_format=fmt)
+    assert xr.grad[:, :, -1].abs().sum() == 0                 # the cropped row gets no gradient

@@ -3,7 +3,8 @@
 3x3 max pooling and local response normalization, forward and backward, on channels-last
 float32 / bfloat16 CPU tensors: one read and one write per tensor where PyTorch's kernels make
 3-8 passes (int64 indices and a zero fill for the pool; an elementwise chain for each LRN term).
-And the ReLU rules' backward read from the output, on channel slices too (1.1-1.8x torch's).
+And the ReLU rules' backward read from the output, on channel slices too (1.1-1.8x torch's), and
+space to depth with padding for a strided stem, from any input layout.
 The C source (`cpu.c`) is compiled once per machine with the system C compiler into the user
 cache (`$VIZSUITE_CACHE` or `$XDG_CACHE_HOME/vizsuite`, else `~/.cache/vizsuite`) and loaded
 with ctypes; it builds in well under a second.
@@ -29,7 +30,7 @@ from typing import Optional
 import torch
 
 __all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "relu_backward", "row_stride",
-           "status", "usable"]
+           "space_to_depth", "space_to_depth_backward", "status", "usable"]
 
 _SOURCE = Path(__file__).with_name("cpu.c")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
@@ -95,6 +96,8 @@ def _build() -> ctypes.CDLL:
         getattr(lib, f"lrn_fwd_{s}").argtypes = [p, p, l, i, i, f, f, f, i]
         getattr(lib, f"lrn_bwd_{s}").argtypes = [p, p, p, l, i, i, f, f, f, i]
         getattr(lib, f"relu_bwd_{s}").argtypes = [p, l, p, l, p, l, i, f, i]
+        getattr(lib, f"s2d_fwd_{s}").argtypes = [p, l, l, l, l, p] + [i] * 10
+        getattr(lib, f"s2d_bwd_{s}").argtypes = [p, p, l, l, l, l] + [i] * 10
     return lib
 
 
@@ -123,6 +126,12 @@ def available() -> bool:
 def status() -> str:
     """One line: whether the fused kernels are in use, and why not."""
     return "fused CPU kernels: on" if available() else f"fused CPU kernels: off ({_reason})"
+
+
+def plain(x: torch.Tensor) -> bool:
+    """A 4-D float32 / bfloat16 CPU tensor of any strides (no subclass), and the kernels built."""
+    return (x.device.type == "cpu" and x.dtype in _SUFFIX and x.dim() == 4 and type(x) is torch.Tensor
+            and available())
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -220,4 +229,27 @@ def relu_backward(grad: torch.Tensor, y: torch.Tensor, leak: float) -> torch.Ten
     n, c, h, w = y.shape
     gx = torch.empty(y.shape, dtype=y.dtype, memory_format=torch.channels_last)
     _kernel("relu_bwd", y.dtype)(_ptr(grad), gs, _ptr(y), ys, _ptr(gx), n * h * w, c, leak, torch.get_num_threads())
+    return gx
+
+
+def space_to_depth(x: torch.Tensor, s: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """`x` (N, C, H, W, any strides) zero-padded by `top`/`left` and padded or cropped to
+    `height` x `width` (multiples of s), rearranged s x s blocks into channels, (dy, dx, c)
+    order: (N, s*s*C, height/s, width/s), channels-last."""
+    n, c, h, w = x.shape
+    ho, wo = height // s, width // s
+    y = torch.empty((n, s * s * c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
+    _kernel("s2d_fwd", x.dtype)(_ptr(x), x.stride(0), x.stride(1), x.stride(2), x.stride(3), _ptr(y), n, c, h, w,
+                                s, top, left, ho, wo, torch.get_num_threads())
+    return y
+
+
+def space_to_depth_backward(grad: torch.Tensor, shape, s: int, top: int, left: int,
+                            memory_format=torch.contiguous_format) -> torch.Tensor:
+    """The gradient of `space_to_depth` at an input of `shape`, in `memory_format`."""
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = shape
+    gx = torch.empty(shape, dtype=grad.dtype, memory_format=memory_format)
+    _kernel("s2d_bwd", grad.dtype)(_ptr(grad), _ptr(gx), gx.stride(0), gx.stride(1), gx.stride(2), gx.stride(3),
+                                   n, c, h, w, s, top, left, grad.shape[2], grad.shape[3], torch.get_num_threads())
     return gx

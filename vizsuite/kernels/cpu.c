@@ -227,3 +227,44 @@ void relu_bwd_##S(const T *g, long gs, const T *y, long ys, T *gx, long P, int C
 }
 RELU_BWD(float, f32)
 RELU_BWD(uint16_t, bf16)
+
+/* ---- space to depth with zero padding (a strided stem as a stride-1 conv) ------------------
+ * x (N,C,H,W) at any strides -> y (N, Hs/s, Ws/s, s*s*C) contiguous (NHWC of the rearranged
+ * input), channel (dy*s + dx)*C + c = x[n, c, i*s + dy - top, j*s + dx - left], 0 outside.    */
+#define S2D(T, S)                                                                              \
+void s2d_fwd_##S(const T *x, long sn, long sc, long sh, long sw, T *y, int N, int C, int H,   \
+                 int W, int s, int top, int left, int Ho, int Wo, int nt) {                    \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long r = 0; r < (long)N * Ho; r++) {                                                  \
+        int n = (int)(r / Ho), i = (int)(r % Ho);                                              \
+        T *po = y + r * (long)Wo * s * s * C;                                                  \
+        for (int j = 0; j < Wo; j++)                                                           \
+            for (int dy = 0; dy < s; dy++) {                                                   \
+                int h = i * s + dy - top;                                                      \
+                for (int dx = 0; dx < s; dx++) {                                               \
+                    int w = j * s + dx - left;                                                 \
+                    int in = h >= 0 && h < H && w >= 0 && w < W;                               \
+                    const T *px = x + n * sn + (long)h * sh + (long)w * sw;                    \
+                    for (int c = 0; c < C; c++, po++) *po = in ? px[c * sc] : (T)0;            \
+                }                                                                              \
+            }                                                                                  \
+    }                                                                                          \
+}                                                                                              \
+/* gx (N,C,H,W) at strides gsn.. : each input takes its one rearranged gradient (0 if cropped) */\
+void s2d_bwd_##S(const T *g, T *gx, long sn, long sc, long sh, long sw, int N, int C, int H,  \
+                 int W, int s, int top, int left, int Ho, int Wo, int nt) {                    \
+    _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
+    for (long r = 0; r < (long)N * H; r++) {                                                   \
+        int n = (int)(r / H), h = (int)(r % H);                                                \
+        int i = (h + top) / s, dy = (h + top) % s;                                             \
+        for (int w = 0; w < W; w++) {                                                          \
+            int j = (w + left) / s, dx = (w + left) % s;                                       \
+            T *pgx = gx + n * sn + (long)h * sh + (long)w * sw;                                \
+            int in = i < Ho && j < Wo;                                                         \
+            const T *pg = g + ((((long)n * Ho + i) * Wo + j) * s * s + dy * s + dx) * C;       \
+            for (int c = 0; c < C; c++) pgx[c * sc] = in ? pg[c] : (T)0;                       \
+        }                                                                                      \
+    }                                                                                          \
+}
+S2D(float, f32)
+S2D(uint16_t, bf16)

@@ -19,6 +19,19 @@ from .. import kernels
 from .relu import LEAK, RedirectedReLU, redirect_relus
 
 
+class _SpaceToDepth(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, s, top, left, height, width):
+        ctx.args = (tuple(x.shape), s, top, left,
+                    torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                    and not x.is_contiguous() else torch.contiguous_format)
+        return kernels.space_to_depth(x, s, top, left, height, width)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return kernels.space_to_depth_backward(grad, *ctx.args), None, None, None, None, None
+
+
 class UnshuffledConv2d(nn.Module):
     """`conv` (stride s in both directions, groups 1, dilation 1, zero padding) computed as a
     stride-1 convolution of the padded input rearranged space to depth (s x s blocks into
@@ -56,6 +69,8 @@ class UnshuffledConv2d(nn.Module):
         ho = (h + 2 * ph - c.kernel_size[0]) // s + 1
         wo = (w + 2 * pw - c.kernel_size[1]) // s + 1
         hs, ws = (ho - 1) * s + self.kernel[0], (wo - 1) * s + self.kernel[1]
+        if kernels.plain(x):       # pad, crop and rearrange in one pass, from any layout
+            return _SpaceToDepth.apply(x, s, ph, pw, hs, ws)
         x = F.pad(x, (pw, ws - w - pw, ph, hs - h - ph))
         # space to depth in (dy, dx, channel) order: in channels-last memory each (dx, channel)
         # run is contiguous, so this is one copy of 2C-element blocks (F.pixel_unshuffle's
