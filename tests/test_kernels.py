@@ -172,3 +172,25 @@ def test_space_to_depth_is_pad_and_rearrange(dtype, layout):
     r.reshape(n, height // s, width // s, s * s * c).permute(0, 3, 1, 2).backward(g.float())
     assert torch.equal(gx.float(), xr.grad) and gx.is_contiguous(memory_format=fmt)
     assert xr.grad[:, :, -1].abs().sum() == 0                 # the cropped row gets no gradient
+
+
+def test_grid_sample_backward_matches_float64_and_render_uses_it():
+    from vizsuite.optvis.transforms import warp_affine
+
+    gen = torch.Generator().manual_seed(4)
+    theta = torch.tensor([[1.3, 0.2, 0.15], [-0.2, 1.2, -0.1]]).repeat(3, 1, 1) * torch.tensor([0.8, 1.0, 1.25]).view(3, 1, 1)
+    grid = F.affine_grid(theta, [3, 3, 40, 36], align_corners=True)    # some samples fall outside
+    ref = torch.rand(3, 3, 23, 29, generator=gen, dtype=torch.float64).requires_grad_()
+    g = torch.randn(3, 3, 40, 36, generator=gen)
+    F.grid_sample(ref, grid.double(), mode="bilinear", padding_mode="zeros", align_corners=True).backward(g.double())
+    got = kernels.grid_sample_backward(g, grid, (23, 29))
+    assert float((got.double() - ref.grad).abs().max() / ref.grad.abs().max()) < 1e-5
+    # the warp takes this path for a float32 image that needs a gradient, and gives torch's gradient
+    img = ref.detach().float().requires_grad_()
+    matrix = torch.tensor([[0.9, 0.1, 2.0], [-0.1, 1.1, -1.0]]).repeat(3, 1, 1)
+    out = warp_affine(img, matrix, (40, 36))
+    assert type(out.grad_fn).__name__ == "_GridSampleBackward"
+    (a,) = torch.autograd.grad(out, img, g)
+    ref2 = img.detach().double().requires_grad_()
+    warp_affine(ref2, matrix.double(), (40, 36)).backward(g.double())
+    assert float((a.double() - ref2.grad).abs().max() / ref2.grad.abs().max()) < 1e-5

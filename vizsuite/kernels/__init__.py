@@ -4,7 +4,8 @@
 float32 / bfloat16 CPU tensors: one read and one write per tensor where PyTorch's kernels make
 3-8 passes (int64 indices and a zero fill for the pool; an elementwise chain for each LRN term).
 And the ReLU rules' backward read from the output, on channel slices too (1.1-1.8x torch's), and
-space to depth with padding for a strided stem, from any input layout.
+space to depth with padding for a strided stem, from any input layout; and bilinear
+grid_sample's input gradient (render's warp), one image per thread.
 The C source (`cpu.c`) is compiled once per machine with the system C compiler into the user
 cache (`$VIZSUITE_CACHE` or `$XDG_CACHE_HOME/vizsuite`, else `~/.cache/vizsuite`) and loaded
 with ctypes; it builds in well under a second.
@@ -30,7 +31,7 @@ from typing import Optional
 import torch
 
 __all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "relu_backward", "row_stride",
-           "space_to_depth", "space_to_depth_backward", "status", "usable"]
+           "grid_sample_backward", "space_to_depth", "space_to_depth_backward", "status", "usable"]
 
 _SOURCE = Path(__file__).with_name("cpu.c")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
@@ -98,6 +99,8 @@ def _build() -> ctypes.CDLL:
         getattr(lib, f"relu_bwd_{s}").argtypes = [p, l, p, l, p, l, i, f, i]
         getattr(lib, f"s2d_fwd_{s}").argtypes = [p, l, l, l, l, p] + [i] * 10
         getattr(lib, f"s2d_bwd_{s}").argtypes = [p, p, l, l, l, l] + [i] * 10
+    lib.grid_sample_bwd_f32.argtypes = [p, p, p] + [i] * 7
+    lib.grid_sample_bwd_f32.restype = None
     return lib
 
 
@@ -252,4 +255,17 @@ def space_to_depth_backward(grad: torch.Tensor, shape, s: int, top: int, left: i
     gx = torch.empty(shape, dtype=grad.dtype, memory_format=memory_format)
     _kernel("s2d_bwd", grad.dtype)(_ptr(grad), _ptr(gx), gx.stride(0), gx.stride(1), gx.stride(2), gx.stride(3),
                                    n, c, h, w, s, top, left, grad.shape[2], grad.shape[3], torch.get_num_threads())
+    return gx
+
+
+def grid_sample_backward(grad: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The input gradient of `F.grid_sample(input, grid, "bilinear", "zeros", align_corners=True)`
+    for a float32 NCHW input of spatial `size`, from the output gradient."""
+    grad = grad.float().contiguous()
+    grid = grid.float().contiguous()
+    n, c, ho, wo = grad.shape
+    h, w = size
+    gx = torch.empty((n, c, h, w), dtype=torch.float32)
+    _kernel("grid_sample_bwd", torch.float32)(_ptr(grad), _ptr(grid), _ptr(gx), n, c, h, w, ho, wo,
+                                              torch.get_num_threads())
     return gx

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from ..errors import UserError
 
 
@@ -182,7 +183,26 @@ def warp_affine(images: torch.Tensor, matrix: torch.Tensor, dsize: tuple[int, in
     dst_from_src = _pixel_to_unit(*dsize) @ full @ torch.linalg.inv(_pixel_to_unit(h, w))
     theta = torch.linalg.inv(dst_from_src)[:, :2, :].to(device=images.device, dtype=images.dtype)
     grid = F.affine_grid(theta, [n, c, dsize[0], dsize[1]], align_corners=True)
+    if (padding_mode == "zeros" and images.dtype == torch.float32 and images.requires_grad
+            and torch.is_grad_enabled() and kernels.plain(images)):
+        return _GridSample.apply(images, grid)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
+class _GridSample(torch.autograd.Function):
+    """torch's bilinear grid_sample forward; the input gradient from `vizsuite.kernels` (one image
+    per thread, 1.6x faster than torch's on render's 8 x 3 x 128^2 -> 224^2 warp)."""
+
+    @staticmethod
+    def forward(ctx, images, grid):
+        ctx.save_for_backward(grid)
+        ctx.size = tuple(images.shape[-2:])
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (grid,) = ctx.saved_tensors
+        return kernels.grid_sample_backward(grad, grid, ctx.size), None
 
 
 def _warp(images: torch.Tensor, steps: Sequence[AffineTransform], generator) -> torch.Tensor:
