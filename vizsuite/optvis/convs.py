@@ -130,9 +130,10 @@ class _ConvReLUFunction(torch.autograd.Function):
 
 
 class ConvReLU(nn.Module):
-    """A Conv2d (or UnshuffledConv2d) followed by its ReLU (rule "exact" or "leaky"), run as one fused primitive on the
-    CPU; the conv's parameters stay where they were (`.conv`). Anything the fusion cannot take
-    (a grad-requiring weight, another device or dtype) runs the two modules as before."""
+    """A Conv2d (or UnshuffledConv2d) followed by its ReLU (rule "exact" or "leaky"), run as one
+    fused primitive on the CPU; the conv's parameters stay where they were (`.conv`). Anything
+    the fusion cannot take (a grad-requiring weight, another device or dtype) runs the two
+    modules as before."""
 
     def __init__(self, conv: nn.Conv2d, relu: nn.Module):
         super().__init__()
@@ -142,7 +143,7 @@ class ConvReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
         inner = c.conv if isinstance(c, UnshuffledConv2d) else c
-        w, b = (c.weight if isinstance(c, UnshuffledConv2d) else c.weight), inner.bias
+        w, b = c.weight, inner.bias       # an UnshuffledConv2d's weight: its rearranged kernel
         if (x.device.type == "cpu" and x.dtype == w.dtype and torch.is_grad_enabled() and x.requires_grad
                 and not inner.weight.requires_grad and (b is None or not b.requires_grad) and x.dim() == 4):
             if isinstance(c, UnshuffledConv2d):
