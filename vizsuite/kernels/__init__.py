@@ -100,6 +100,9 @@ def _build() -> ctypes.CDLL:
         getattr(lib, f"s2d_fwd_{s}").argtypes = [p, l, l, l, l, p] + [i] * 10
         getattr(lib, f"s2d_bwd_{s}").argtypes = [p, p, l, l, l, l] + [i] * 10
     lib.grid_sample_bwd_f32.argtypes = [p, p, p] + [i] * 7
+    for s in _SUFFIX.values():
+        for name in ("lrn_fwd", "lrn_bwd", "relu_bwd", "s2d_fwd", "s2d_bwd"):
+            getattr(lib, f"{name}_{s}").restype = None
     lib.grid_sample_bwd_f32.restype = None
     return lib
 
@@ -140,8 +143,7 @@ def plain(x: torch.Tensor) -> bool:
 def usable(x: torch.Tensor) -> bool:
     """Whether `x` can go through these kernels: a 4-D channels-last float32 / bfloat16 CPU
     tensor (no grad-tracking subclass), and the kernels built."""
-    return (x.device.type == "cpu" and x.dtype in _SUFFIX and x.dim() == 4 and type(x) is torch.Tensor
-            and x.is_contiguous(memory_format=torch.channels_last) and available())
+    return x.is_contiguous(memory_format=torch.channels_last) and plain(x)
 
 
 def _ptr(t: torch.Tensor) -> int:
