@@ -2,9 +2,9 @@
 
 `UnshuffledConv2d`: a strided convolution over few input channels (InceptionV1's 7x7 stride-2
 stem over RGB) as a stride-1 convolution over the space-to-depth rearranged input: the same
-function, whose input gradient oneDNN computes 2.7-3.7x faster
-(measured: 8 x 3 x 229 x 229 -> 64 x 112 x 112, bf16 21.4 -> 5.7 ms, fp32 58.9 -> 21.4 ms),
-because its backward-data kernels are slow for 3 output channels and fine for 12.
+function, whose input gradient oneDNN computes 2.7-3.7x faster (measured: 8 x 3 x 229 x 229 ->
+64 x 112 x 112, bf16 21.4 -> 5.7 ms, fp32 58.9 -> 21.4 ms), because its backward-data kernels
+are slow for 3 output channels and fine for 12.
 
 `ConvReLU`: a conv and the ReLU that alone reads its output, as one oneDNN primitive.
 """
@@ -16,7 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
-from .relu import LEAK, RedirectedReLU, redirect_relus
+from .relu import LEAK, RedirectedReLU, redirect_relus, replace_modules
+
+
+def _unhooked(m: nn.Module) -> bool:
+    # a hooked module must keep computing what its hooks read
+    return not m._forward_hooks and not m._forward_pre_hooks
 
 
 class _SpaceToDepth(torch.autograd.Function):
@@ -35,8 +40,9 @@ class _SpaceToDepth(torch.autograd.Function):
 class UnshuffledConv2d(nn.Module):
     """`conv` (stride s in both directions, groups 1, dilation 1, zero padding) computed as a
     stride-1 convolution of the padded input rearranged space to depth (s x s blocks into
-    channels) with the kernel zero-padded to a multiple of s and rearranged the same way. The original stays at `.conv` (its parameters);
-    the rearranged kernel is made once, from the copy's frozen weights."""
+    channels) with the kernel zero-padded to a multiple of s and rearranged the same way. The
+    original stays at `.conv` (its parameters); the rearranged kernel is made once, from the
+    copy's frozen weights."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -89,13 +95,8 @@ class UnshuffledConv2d(nn.Module):
 def unshuffle_strided_convs(net: nn.Module) -> int:
     """In place (call it on a copy): each Conv2d `UnshuffledConv2d.applies` to becomes one.
     Hooks on its name still read the same output. Returns how many."""
-    count = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if UnshuffledConv2d.applies(child) and not child._forward_hooks and not child._forward_pre_hooks:
-                setattr(parent, name, UnshuffledConv2d(child))
-                count += 1
-    return count
+    return replace_modules(net, lambda child: UnshuffledConv2d(child)
+                           if UnshuffledConv2d.applies(child) and _unhooked(child) else None)
 
 
 # ---------------------------------------------------------------- conv + ReLU fusion
@@ -168,15 +169,13 @@ class Applied(nn.Module):
 def _fusable_conv(m: nn.Module) -> bool:
     return ((isinstance(m, UnshuffledConv2d) or (type(m) is nn.Conv2d and m.padding_mode == "zeros"
                                                  and not isinstance(m.padding, str)))
-            and not m._forward_hooks and not m._forward_pre_hooks and torch.backends.mkldnn.is_available())
+            and _unhooked(m) and torch.backends.mkldnn.is_available())
 
 
 def _fusable_relu(m: nn.Module) -> bool:
     # rules whose gradient the output determines exactly: ReLU's "exact" and "leaky" at 0
-    if type(m) is nn.ReLU:
-        return not m._forward_hooks and not m._forward_pre_hooks
-    return (type(m) is RedirectedReLU and m.lo == 0 and m.hi is None and m.rule == "leaky"
-            and not m._forward_hooks and not m._forward_pre_hooks)
+    return _unhooked(m) and (type(m) is nn.ReLU or (type(m) is RedirectedReLU and m.lo == 0 and m.hi is None
+                                                    and m.rule == "leaky"))
 
 
 def _pairs(module: nn.Module, skip: set):

@@ -119,10 +119,16 @@ def redirect_relus(net: nn.Module, rule: str = "redirect") -> int:
         raise ValueError(f"relu_grad must be one of {', '.join(RELU_GRADS)}, not {rule!r}")
     if rule == "exact":
         return 0
+    return replace_modules(net, lambda child: _replacement(child, rule))
+
+
+def replace_modules(net: nn.Module, make) -> int:
+    """In place: every submodule of `net` for which `make(module)` returns a module is replaced
+    by it (the replacement is not visited again). Returns how many."""
     count = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
-            new = _replacement(child, rule)
+            new = make(child)
             if new is not None:
                 setattr(parent, name, new)
                 count += 1
