@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
 import subprocess
 import sys
@@ -141,7 +140,7 @@ def main() -> None:
     timed = args.timed_steps or (4 if args.quick else 10)
     torch.set_num_threads(args.threads)
 
-    from render_step import Step
+    from render_step import GemmClock, Step
     from vizsuite.memory import keep_freed_memory
 
     keep_freed_memory().__enter__()     # the per-step timing runs as render's loop does
@@ -176,22 +175,12 @@ def main() -> None:
         flops = {p: s.flops() for p, s in steppers.items()}
         for s in steppers.values():
             s.run(record=False)
-        # the GEMM rate is timed between the steps (one 1024^3 matmul per precision per round) and
-        # its median taken: this VM's speed drifts within minutes, and a best-of-N rate measured
-        # apart from the steps caught bursts (1130 GFLOP/s in bf16 where the median is ~500)
-        mats = {dt: (torch.randn(1024, 1024).to(dt), torch.randn(1024, 1024).to(dt))
-                for dt in (torch.float32, torch.bfloat16)}
-        gemm = {dt: [] for dt in mats}
-        for a, b in mats.values():
-            a @ b
+        clock = GemmClock()     # the GEMM rate timed between the steps, its median
         for _ in range(timed):
             for s in steppers.values():
                 s.run()
-            for dt, (a, b) in mats.items():
-                t = time.perf_counter()
-                a @ b
-                gemm[dt].append(2 * 1024 ** 3 / (time.perf_counter() - t) / 1e9)
-        rates = {dt: statistics.median(v) for dt, v in gemm.items()}
+            clock.tick()
+        rates = clock.rates()
         for p, s in steppers.items():
             dt = DTYPES[s.precision]
             m = row["modes"][p]

@@ -8,8 +8,8 @@ and times each phase of a step (parametrization, transforms, forward + objective
 optimizer), median over --steps steps after 2 warm-up steps, all precisions interleaved in one
 process. The FLOP floor: the step's FLOPs (torch.utils.flop_counter on one step: convolutions
 and matmuls of the forward and of the input-gradient backward; no weight gradients exist) over
-this machine's measured GEMM rate in that precision (a 1024^3 matmul, measured here, same
-threads). --profile prints torch.profiler's top operators per precision.
+this machine's GEMM rate in that precision (the median of 1024^3 matmuls timed between the
+steps, same threads: `GemmClock`). --profile prints torch.profiler's top operators per precision.
 """
 
 from __future__ import annotations
@@ -32,16 +32,27 @@ CASES = {  # name: (model, layer, units, image px); the model sees its input siz
 }
 
 
-def gemm_rate(dtype: torch.dtype, n: int = 1024, reps: int = 8) -> float:
-    """GFLOP/s of an n^3 matmul in `dtype` (best of reps: the least disturbed by other load)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+class GemmClock:
+    """The GEMM rate under the same machine load as the steps: one n^3 matmul per dtype timed
+    between steps (`tick`), `rates()` their medians in GFLOP/s. This VM's speed drifts within
+    minutes, and a best-of-N rate measured apart from the steps caught bursts (1130 GFLOP/s in
+    bf16 where the median was ~500)."""
+
+    def __init__(self, dtypes=(torch.float32, torch.bfloat16), n: int = 1024):
+        self.n = n
+        self.mats = {dt: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)) for dt in dtypes}
+        self.times: dict = {dt: [] for dt in dtypes}
+        for a, b in self.mats.values():
+            a @ b                                   # warm-up
+
+    def tick(self) -> None:
+        for dt, (a, b) in self.mats.items():
+            t = time.perf_counter()
+            a @ b
+            self.times[dt].append(time.perf_counter() - t)
+
+    def rates(self) -> dict:
+        return {dt: 2 * self.n ** 3 / statistics.median(v) / 1e9 for dt, v in self.times.items()}
 
 
 class Step:
@@ -139,10 +150,12 @@ def main() -> None:
     flops = {p: s.flops() for p, s in steps.items()}
     for s in steps.values():
         s.run(record=False)  # warm-up (oneDNN primitives)
+    clock = GemmClock()
     for _ in range(args.steps):  # interleaved: the same minutes of machine load for every mode
         for s in steps.values():
             s.run()
-    rates = {dt: gemm_rate(dt) for dt in {torch.float32, torch.bfloat16}}
+        clock.tick()
+    rates = clock.rates()
     print(f"{args.case}: {name} {layer}, {units} units, {size} px image -> {model.input_size} px, "
           f"{args.threads} threads; GEMM fp32 {rates[torch.float32]:.0f} GFLOP/s, "
           f"bf16 {rates[torch.bfloat16]:.0f} GFLOP/s (measured now)")
