@@ -100,7 +100,9 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         images = self.param()
         t = self._tick("parametrization", t)
-        x = self.transform(images, self.generator).contiguous(memory_format=torch.channels_last)
+        x = self.transform(images, self.generator)
+        if not self.forward.raw:            # as render feeds it
+            x = x.contiguous(memory_format=torch.channels_last)
         t = self._tick("transforms", t)
         loss = -self.objective(self.forward(images, x)).sum()
         t = self._tick("forward+objective", t)

@@ -174,6 +174,37 @@ def test_space_to_depth_is_pad_and_rearrange(dtype, layout):
     assert xr.grad[:, :, -1].abs().sum() == 0                 # the cropped row gets no gradient
 
 
+@pytest.mark.parametrize("din,dout", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
+                                      (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)])
+@pytest.mark.parametrize("layout", ["nchw", "cl"])
+def test_space_to_depth_maps_and_casts_in_the_same_pass(din, dout, layout):
+    """With a per-channel map x * scale + shift (a network's input normalization) and an output
+    dtype: the map before the zero padding, one rounding to the output dtype; the gradient
+    times scale, in the input's dtype and layout. Reference: float64."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 11, 13, generator=gen).to(din)
+    x = _cl(x, din) if layout == "cl" else x
+    scale, shift = torch.tensor([255.0, 4.5, -2.0]), torch.tensor([-117.0, 0.25, 1.5])
+    s, top, left, height, width = 2, 2, 3, 14, 16
+    y = kernels.space_to_depth(x, s, top, left, height, width, scale, shift, dout)
+    xr = x.double().requires_grad_()
+    mapped = xr * scale.double().view(1, 3, 1, 1) + shift.double().view(1, 3, 1, 1)
+    padded = F.pad(mapped, (left, width - 13 - left, top, height - 11 - top))
+    ref = padded.permute(0, 2, 3, 1).reshape(2, height // s, s, width // s, s * 3).permute(0, 1, 3, 2, 4)
+    ref = ref.reshape(2, height // s, width // s, s * s * 3).permute(0, 3, 1, 2)
+    assert y.dtype == dout and y.is_contiguous(memory_format=CL)
+    assert torch.equal(y, ref.to(dout)) if dout == torch.float32 and din == torch.float32 else \
+        float((y.double() - ref).abs().max()) <= float(ref.abs().max()) * 2 ** -8
+    assert float(y.double()[:, :, 0].abs().max()) == 0            # the top rows: padding, 0 after the map
+    g = torch.randn(y.shape, generator=gen).to(dout)
+    ref.backward(g.double())
+    gx = kernels.space_to_depth_backward(g, tuple(x.shape), s, top, left,
+                                         CL if layout == "cl" else torch.contiguous_format, scale, din)
+    assert gx.dtype == din and gx.is_contiguous(memory_format=CL if layout == "cl" else torch.contiguous_format)
+    tol = 2 ** -23 if din == torch.float32 and dout == torch.float32 else 2 ** -8
+    assert float((gx.double() - xr.grad).abs().max()) <= tol * float(xr.grad.abs().max())
+
+
 def test_grid_sample_backward_matches_float64_and_render_uses_it():
     from vizsuite.optvis.transforms import warp_affine
 
@@ -185,6 +216,8 @@ def test_grid_sample_backward_matches_float64_and_render_uses_it():
     F.grid_sample(ref, grid.double(), mode="bilinear", padding_mode="zeros", align_corners=True).backward(g.double())
     got = kernels.grid_sample_backward(g, grid, (23, 29))
     assert float((got.double() - ref.grad).abs().max() / ref.grad.abs().max()) < 1e-5
+    strided = kernels.grid_sample_backward(g.contiguous(memory_format=CL), grid, (23, 29))   # any strides
+    assert torch.equal(strided, got)
     # the warp takes this path for a float32 image that needs a gradient, and gives torch's gradient
     img = ref.detach().float().requires_grad_()
     matrix = torch.tensor([[0.9, 0.1, 2.0], [-0.1, 1.1, -1.0]]).repeat(3, 1, 1)

@@ -158,12 +158,14 @@ def test_render_copy_of_inceptionv1_is_rewritten_and_computes_the_same_gradient(
     net = R._render_copy(model, example, ("mixed4a",), False, True, True, "fp32", "leaky")
     assert sum(isinstance(m, ConvReLU) for m in net.modules()) == 57
     assert isinstance(net.layer("conv2d0_pre_relu_conv").conv, UnshuffledConv2d)
+    # the stem normalizes the [0, 1] input itself (VisionModel.forward skips its normalize)
+    assert net.raw_input and net.layer("conv2d0_pre_relu_conv").conv.affine is not None
     # a pre-ReLU objective keeps its conv unfused (its hook reads the pre-activation)
     pre = R._render_copy(model, example, ("mixed4a_1x1_pre_relu_conv",), False, True, True, "fp32", "leaky")
     assert type(pre.layer("mixed4a_1x1_pre_relu_conv")) is nn.Conv2d
     plain = R.shared_copy(model, example, keep=("mixed4a",), output=False, channels_last=True,
                           fold_batchnorm=True, finish=(redirect_relus, "leaky"))
-    assert not any(isinstance(m, (ConvReLU, UnshuffledConv2d)) for m in plain.modules())
+    assert not any(isinstance(m, (ConvReLU, UnshuffledConv2d)) for m in plain.modules()) and not plain.raw_input
     from vizsuite.capture import Capture
 
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -198,6 +200,57 @@ def test_unshuffled_conv_is_the_strided_conv_in_float64(channels, size, kernel, 
     torch.testing.assert_close(_grad(fast, x, g), _grad(conv, x, g), rtol=1e-12, atol=1e-12)
     assert not UnshuffledConv2d.applies(nn.Conv2d(64, 64, 3, stride=2))     # 256 channels rearranged
     assert not UnshuffledConv2d.applies(nn.Conv2d(3, 8, 3, stride=1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_a_stem_that_absorbs_the_normalization_is_the_padded_conv_of_the_normalized_image(dtype):
+    """`absorb_normalization`: a VisionModel whose net hands its input to a PaddedConv2d stem (TF
+    SAME padding, asymmetric) gives the stem its normalization and cast; output and input gradient
+    equal normalize -> F.pad -> strided conv in float64 (the kernels for fp32 / bf16, torch's ops
+    for float64). Not when the input has another reader, or the stem is hooked."""
+    from vizsuite.optvis.convs import UnshuffledConv2d, absorb_normalization
+    from vizsuite.zoo.inceptionv1 import PaddedConv2d
+    from vizsuite.zoo.spec import ModelSpec, VisionModel
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self, twice=False):
+            super().__init__()
+            self.stem = PaddedConv2d(3, 8, 7, stride=2, pad=(2, 3, 2, 3))
+            self.twice = twice
+
+        def forward(self, x):
+            y = self.stem(x)
+            return y + x.mean() if self.twice else y
+
+    spec = ModelSpec("toy", builder=Net, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    ref = VisionModel(Net(), spec).double().eval().requires_grad_(False)
+    model = VisionModel(Net(), spec).eval().requires_grad_(False)
+    model.load_state_dict(ref.state_dict())
+    model.to(dtype)
+    model.net.stem = UnshuffledConv2d(model.net.stem)
+    assert absorb_normalization(model) and model.raw_input and not absorb_normalization(model)
+    x = torch.rand(2, 3, 40, 38, dtype=torch.float64)
+    xr = x.clone().requires_grad_()
+    expected = ref(xr)
+    xi = x.float().contiguous(memory_format=torch.channels_last).requires_grad_() if dtype != torch.float64 \
+        else x.clone().requires_grad_()
+    got = model(xi)
+    assert got.dtype == dtype and xi.dtype != torch.bfloat16
+    g = torch.randn(got.shape, dtype=torch.float64)
+    expected.backward(g)
+    got.backward(g.to(dtype))
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    got, expected = got.detach(), expected.detach()
+    assert float((got.double() - expected).abs().max()) <= tol * float(expected.abs().max())
+    assert float((xi.grad.double() - xr.grad).norm()) <= tol * float(xr.grad.norm())
+    for bad in (VisionModel(Net(twice=True), spec), VisionModel(Net(), spec)):
+        bad.eval().requires_grad_(False)
+        bad.net.stem = UnshuffledConv2d(bad.net.stem)
+        if not bad.net.twice:
+            bad.net.stem.register_forward_pre_hook(lambda m, i: None)
+        assert not absorb_normalization(bad) and not bad.raw_input
 
 
 def test_a_conv_called_twice_is_not_fused():

@@ -97,13 +97,16 @@ def _build() -> ctypes.CDLL:
         getattr(lib, f"lrn_fwd_{s}").argtypes = [p, p, l, i, i, f, f, f, i]
         getattr(lib, f"lrn_bwd_{s}").argtypes = [p, p, p, l, i, i, f, f, f, i]
         getattr(lib, f"relu_bwd_{s}").argtypes = [p, l, p, l, p, l, i, f, i]
-        getattr(lib, f"s2d_fwd_{s}").argtypes = [p, l, l, l, l, p] + [i] * 10
-        getattr(lib, f"s2d_bwd_{s}").argtypes = [p, p, l, l, l, l] + [i] * 10
-    lib.grid_sample_bwd_f32.argtypes = [p, p, p] + [i] * 7
-    for s in _SUFFIX.values():
-        for name in ("lrn_fwd", "lrn_bwd", "relu_bwd", "s2d_fwd", "s2d_bwd"):
-            getattr(lib, f"{name}_{s}").restype = None
+    for si in _SUFFIX.values():
+        for so in _SUFFIX.values():
+            getattr(lib, f"s2d_fwd_{si}_{so}").argtypes = [p, l, l, l, l, p, p, p] + [i] * 10
+            getattr(lib, f"s2d_bwd_{si}_{so}").argtypes = [p, p, l, l, l, l, p] + [i] * 10
+            getattr(lib, f"s2d_fwd_{si}_{so}").restype = getattr(lib, f"s2d_bwd_{si}_{so}").restype = None
+    lib.grid_sample_bwd_f32.argtypes = [p, l, l, l, l, p, p] + [i] * 7
     lib.grid_sample_bwd_f32.restype = None
+    for s in _SUFFIX.values():
+        for name in ("lrn_fwd", "lrn_bwd", "relu_bwd"):
+            getattr(lib, f"{name}_{s}").restype = None
     return lib
 
 
@@ -237,37 +240,60 @@ def relu_backward(grad: torch.Tensor, y: torch.Tensor, leak: float) -> torch.Ten
     return gx
 
 
-def space_to_depth(x: torch.Tensor, s: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
-    """`x` (N, C, H, W, any strides) zero-padded by `top`/`left` and padded or cropped to
-    `height` x `width` (multiples of s), rearranged s x s blocks into channels, (dy, dx, c)
-    order: (N, s*s*C, height/s, width/s), channels-last."""
+def _affine(values, c: int) -> Optional[torch.Tensor]:
+    if values is None:
+        return None
+    t = torch.as_tensor(values, dtype=torch.float32).reshape(-1).contiguous()
+    if t.numel() != c:
+        raise ValueError(f"{t.numel()} affine values for {c} channels")
+    return t
+
+
+def space_to_depth(x: torch.Tensor, s: int, top: int, left: int, height: int, width: int,
+                   scale=None, shift=None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """`x` (N, C, H, W, any strides), optionally mapped per channel to x * scale + shift, zero-padded
+    by `top`/`left` and padded or cropped to `height` x `width` (multiples of s), rearranged s x s
+    blocks into channels, (dy, dx, c) order: (N, s*s*C, height/s, width/s), channels-last, in
+    `dtype` (default x's). The padding is zero after the map, as a network pads its input."""
     n, c, h, w = x.shape
     ho, wo = height // s, width // s
-    y = torch.empty((n, s * s * c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
-    _kernel("s2d_fwd", x.dtype)(_ptr(x), x.stride(0), x.stride(1), x.stride(2), x.stride(3), _ptr(y), n, c, h, w,
-                                s, top, left, ho, wo, torch.get_num_threads())
+    dtype = dtype or x.dtype
+    a, b = _affine(scale, c), _affine(shift, c)
+    if (a is None) != (b is None):
+        raise ValueError("space_to_depth needs both scale and shift, or neither")
+    y = torch.empty((n, s * s * c, ho, wo), dtype=dtype, memory_format=torch.channels_last)
+    _kernel(f"s2d_fwd_{_SUFFIX[x.dtype]}", dtype)(
+        _ptr(x), x.stride(0), x.stride(1), x.stride(2), x.stride(3), a.data_ptr() if a is not None else None,
+        b.data_ptr() if b is not None else None, _ptr(y), n, c, h, w, s, top, left, ho, wo, torch.get_num_threads())
     return y
 
 
 def space_to_depth_backward(grad: torch.Tensor, shape, s: int, top: int, left: int,
-                            memory_format=torch.contiguous_format) -> torch.Tensor:
-    """The gradient of `space_to_depth` at an input of `shape`, in `memory_format`."""
+                            memory_format=torch.contiguous_format, scale=None,
+                            dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """The gradient of `space_to_depth` at an input of `shape`, in `memory_format` and `dtype`
+    (default grad's)."""
     grad = grad.contiguous(memory_format=torch.channels_last)
     n, c, h, w = shape
-    gx = torch.empty(shape, dtype=grad.dtype, memory_format=memory_format)
-    _kernel("s2d_bwd", grad.dtype)(_ptr(grad), _ptr(gx), gx.stride(0), gx.stride(1), gx.stride(2), gx.stride(3),
-                                   n, c, h, w, s, top, left, grad.shape[2], grad.shape[3], torch.get_num_threads())
+    dtype = dtype or grad.dtype
+    a = _affine(scale, c)
+    gx = torch.empty(shape, dtype=dtype, memory_format=memory_format)
+    _kernel(f"s2d_bwd_{_SUFFIX[dtype]}", grad.dtype)(
+        _ptr(grad), _ptr(gx), gx.stride(0), gx.stride(1), gx.stride(2), gx.stride(3),
+        a.data_ptr() if a is not None else None, n, c, h, w, s, top, left, grad.shape[2], grad.shape[3],
+        torch.get_num_threads())
     return gx
 
 
 def grid_sample_backward(grad: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The input gradient of `F.grid_sample(input, grid, "bilinear", "zeros", align_corners=True)`
-    for a float32 NCHW input of spatial `size`, from the output gradient."""
-    grad = grad.float().contiguous()
+    for a float32 input of spatial `size`, from the output gradient (any strides): NCHW."""
+    grad = grad.float()
     grid = grid.float().contiguous()
     n, c, ho, wo = grad.shape
     h, w = size
     gx = torch.empty((n, c, h, w), dtype=torch.float32)
-    _kernel("grid_sample_bwd", torch.float32)(_ptr(grad), _ptr(grid), _ptr(gx), n, c, h, w, ho, wo,
+    _kernel("grid_sample_bwd", torch.float32)(_ptr(grad), grad.stride(0), grad.stride(1), grad.stride(2),
+                                              grad.stride(3), _ptr(grid), _ptr(gx), n, c, h, w, ho, wo,
                                               torch.get_num_threads())
     return gx

@@ -230,71 +230,120 @@ RELU_BWD(uint16_t, bf16)
 
 /* ---- space to depth with zero padding (a strided stem as a stride-1 conv) ------------------
  * x (N,C,H,W) at any strides -> y (N, Hs/s, Ws/s, s*s*C) contiguous (NHWC of the rearranged
- * input), channel (dy*s + dx)*C + c = x[n, c, i*s + dy - top, j*s + dx - left], 0 outside.    */
-#define S2D(T, S)                                                                              \
-void s2d_fwd_##S(const T *x, long sn, long sc, long sh, long sw, T *y, int N, int C, int H,   \
-                 int W, int s, int top, int left, int Ho, int Wo, int nt) {                    \
+ * input), channel (dy*s + dx)*C + c = a[c] x[n, c, i*s + dy - top, j*s + dx - left] + b[c], 0
+ * outside (padding after the affine map: the network's zero padding of its normalized input).
+ * a, b NULL: no affine map. Input and output dtypes may differ (a float32 image into a bf16
+ * network: the cast is this pass too).                                                      */
+#define S2D(TI, SI, TO, SO)                                                                    \
+void s2d_fwd_##SI##_##SO(const TI *x, long sn, long sc, long sh, long sw, const float *a,      \
+                         const float *b, TO *y, int N, int C, int H, int W, int s, int top,     \
+                         int left, int Ho, int Wo, int nt) {                                   \
+    const int R = Wo * s * C;                  /* one padded input row, (w, c) order */        \
+    const int w1 = W < Wo * s - left ? W : Wo * s - left;   /* input columns kept */           \
+    float ar[W * C + 1], br[W * C + 1];        /* the map repeated along a channels-last row */\
+    for (int k = 0; k < W * C; k++) { ar[k] = a ? a[k % C] : 1.0f; br[k] = a ? b[k % C] : 0.0f; } \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
     for (long r = 0; r < (long)N * Ho; r++) {                                                  \
         int n = (int)(r / Ho), i = (int)(r % Ho);                                              \
-        T *po = y + r * (long)Wo * s * s * C;                                                  \
-        for (int j = 0; j < Wo; j++)                                                           \
-            for (int dy = 0; dy < s; dy++) {                                                   \
-                int h = i * s + dy - top;                                                      \
-                for (int dx = 0; dx < s; dx++) {                                               \
-                    int w = j * s + dx - left;                                                 \
-                    int in = h >= 0 && h < H && w >= 0 && w < W;                               \
-                    const T *px = x + n * sn + (long)h * sh + (long)w * sw;                    \
-                    for (int c = 0; c < C; c++, po++) *po = in ? px[c * sc] : (T)0;            \
+        TO *po = y + r * (long)Wo * s * s * C;                                                 \
+        float t[R];                                                                            \
+        TO u[R];                                                                               \
+        for (int dy = 0; dy < s; dy++) {                                                       \
+            int h = i * s + dy - top;                                                          \
+            for (int k = 0; k < R; k++) t[k] = 0.0f;                                           \
+            if (h >= 0 && h < H && w1 > 0) {                                                   \
+                const TI *px = x + n * sn + (long)h * sh;                                      \
+                float *pt = t + left * C;                                                      \
+                if (sc == 1 && sw == C) {         /* channels-last: one contiguous run */      \
+                    for (int k = 0; k < w1 * C; k++) pt[k] = LD_##SI(px, k) * ar[k] + br[k];   \
+                } else {                                                                       \
+                    for (int c = 0; c < C; c++)                                                \
+                        for (int w = 0; w < w1; w++)                                           \
+                            pt[w * C + c] = LD_##SI(px, c * sc + w * sw) * ar[c] + br[c];      \
                 }                                                                              \
             }                                                                                  \
+            for (int k = 0; k < R; k++) ST_##SO(u, k, t[k]);                                   \
+            /* block j's (dx, c) run of this dy: s * C contiguous values each side (a loop:    \
+             * memcpy of a run-time 6 elements is a library call each) */                      \
+            for (int j = 0; j < Wo; j++) {                                                     \
+                TO *d = po + ((long)j * s * s + dy * s) * C;                                   \
+                const TO *e = u + (long)j * s * C;                                             \
+                for (int k = 0; k < s * C; k++) d[k] = e[k];                                   \
+            }                                                                                  \
+        }                                                                                      \
     }                                                                                          \
 }                                                                                              \
-/* gx (N,C,H,W) at strides gsn.. : each input takes its one rearranged gradient (0 if cropped) */\
-void s2d_bwd_##S(const T *g, T *gx, long sn, long sc, long sh, long sw, int N, int C, int H,  \
-                 int W, int s, int top, int left, int Ho, int Wo, int nt) {                    \
+/* gx (N,C,H,W) at strides sn..: each input takes its one rearranged gradient times a[c] (0   \
+ * where cropped)                                                                             */\
+void s2d_bwd_##SI##_##SO(const TO *g, TI *gx, long sn, long sc, long sh, long sw, const float *a,\
+                         int N, int C, int H, int W, int s, int top, int left, int Ho, int Wo,  \
+                         int nt) {                                                             \
+    const int R = Wo * s * C;                                                                  \
+    const int w1 = W < Wo * s - left ? W : Wo * s - left;                                      \
+    float ar[W * C + 1];                                                                       \
+    for (int k = 0; k < W * C; k++) ar[k] = a ? a[k % C] : 1.0f;                               \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
     for (long r = 0; r < (long)N * H; r++) {                                                   \
         int n = (int)(r / H), h = (int)(r % H);                                                \
         int i = (h + top) / s, dy = (h + top) % s;                                             \
-        for (int w = 0; w < W; w++) {                                                          \
-            int j = (w + left) / s, dx = (w + left) % s;                                       \
-            T *pgx = gx + n * sn + (long)h * sh + (long)w * sw;                                \
-            int in = i < Ho && j < Wo;                                                         \
-            const T *pg = g + ((((long)n * Ho + i) * Wo + j) * s * s + dy * s + dx) * C;       \
-            for (int c = 0; c < C; c++) pgx[c * sc] = in ? pg[c] : (T)0;                       \
+        TI *pgx = gx + n * sn + (long)h * sh;                                                  \
+        TO u[R];                                                                               \
+        float t[R + W * C];                     /* zeros past the kept columns */              \
+        for (int k = 0; k < R + W * C; k++) t[k] = 0.0f;                                       \
+        if (i < Ho) {                                                                          \
+            const TO *pg = g + (((long)n * Ho + i) * Wo * s * s + dy * s) * C;                 \
+            for (int j = 0; j < Wo; j++) {                                                     \
+                TO *d = u + (long)j * s * C;                                                   \
+                const TO *e = pg + (long)j * s * s * C;                                        \
+                for (int k = 0; k < s * C; k++) d[k] = e[k];                                   \
+            }                                                                                  \
+            for (int k = 0; k < R; k++) t[k] = LD_##SO(u, k);                                  \
+        }                                                                                      \
+        const float *pt = t + left * C;                                                        \
+        if (sc == 1 && sw == C) {                                                              \
+            for (int k = 0; k < W * C; k++) ST_##SI(pgx, k, k < w1 * C ? pt[k] * ar[k] : 0.0f); \
+        } else {                                                                               \
+            for (int c = 0; c < C; c++)                                                        \
+                for (int w = 0; w < W; w++)                                                    \
+                    ST_##SI(pgx, c * sc + w * sw, w < w1 ? pt[w * C + c] * ar[c] : 0.0f);      \
         }                                                                                      \
     }                                                                                          \
 }
-S2D(float, f32)
-S2D(uint16_t, bf16)
+S2D(float, f32, float, f32)
+S2D(float, f32, uint16_t, bf16)
+S2D(uint16_t, bf16, uint16_t, bf16)
+S2D(uint16_t, bf16, float, f32)
 
 /* ---- bilinear grid_sample's input gradient (zeros padding, align_corners=True) -------------
- * g (N,C,Ho,Wo) and gx (N,C,H,W) contiguous NCHW float32, grid (N,Ho,Wo,2) contiguous (x, y in
- * [-1, 1]). One image per thread: each scatters into its own gradient (no atomics, and the same
- * order every run), a 128 x 128 x 3 image's gradient staying in L2.                          */
-void grid_sample_bwd_f32(const float *g, const float *grid, float *gx, int N, int C, int H, int W,
-                         int Ho, int Wo, int nt) {
+ * g (N,C,Ho,Wo) at any strides, gx (N,C,H,W) contiguous NCHW float32, grid (N,Ho,Wo,2)
+ * contiguous (x, y in [-1, 1]). One image per thread: each scatters into its own gradient (no
+ * atomics, and the same order every run), a 128 x 128 x 3 image's gradient staying in L2.    */
+void grid_sample_bwd_f32(const float *g, long sn, long sc, long sh, long sw, const float *grid,
+                         float *gx, int N, int C, int H, int W, int Ho, int Wo, int nt) {
     _Pragma("omp parallel for num_threads(nt) schedule(static)")
     for (int n = 0; n < N; n++) {
         float *gxn = gx + (long)n * C * H * W;
         memset(gxn, 0, sizeof(float) * (size_t)C * H * W);
-        const float *gr = grid + (long)n * Ho * Wo * 2, *gn = g + (long)n * C * Ho * Wo;
-        const long plane = (long)H * W, oplane = (long)Ho * Wo;
-        for (long o = 0; o < oplane; o++) {
-            float ix = (gr[2 * o] + 1.0f) * 0.5f * (W - 1), iy = (gr[2 * o + 1] + 1.0f) * 0.5f * (H - 1);
-            float fx = floorf(ix), fy = floorf(iy);
-            int x0 = (int)fx, y0 = (int)fy, x1 = x0 + 1, y1 = y0 + 1;
-            float wx1 = ix - fx, wx0 = 1.0f - wx1, wy1 = iy - fy, wy0 = 1.0f - wy1;
-            int in00 = x0 >= 0 && x0 < W && y0 >= 0 && y0 < H, in01 = x1 >= 0 && x1 < W && y0 >= 0 && y0 < H;
-            int in10 = x0 >= 0 && x0 < W && y1 >= 0 && y1 < H, in11 = x1 >= 0 && x1 < W && y1 >= 0 && y1 < H;
-            for (int c = 0; c < C; c++) {
-                float v = gn[c * oplane + o];
-                float *p = gxn + c * plane;
-                if (in00) p[(long)y0 * W + x0] += wx0 * wy0 * v;
-                if (in01) p[(long)y0 * W + x1] += wx1 * wy0 * v;
-                if (in10) p[(long)y1 * W + x0] += wx0 * wy1 * v;
-                if (in11) p[(long)y1 * W + x1] += wx1 * wy1 * v;
+        const float *gn = g + (long)n * sn;
+        const long plane = (long)H * W;
+        for (int ho = 0; ho < Ho; ho++) {
+            const float *gr = grid + ((long)n * Ho + ho) * Wo * 2;
+            for (int wo = 0; wo < Wo; wo++, gr += 2) {
+                float ix = (gr[0] + 1.0f) * 0.5f * (W - 1), iy = (gr[1] + 1.0f) * 0.5f * (H - 1);
+                float fx = floorf(ix), fy = floorf(iy);
+                int x0 = (int)fx, y0 = (int)fy, x1 = x0 + 1, y1 = y0 + 1;
+                float wx1 = ix - fx, wx0 = 1.0f - wx1, wy1 = iy - fy, wy0 = 1.0f - wy1;
+                int in00 = x0 >= 0 && x0 < W && y0 >= 0 && y0 < H, in01 = x1 >= 0 && x1 < W && y0 >= 0 && y0 < H;
+                int in10 = x0 >= 0 && x0 < W && y1 >= 0 && y1 < H, in11 = x1 >= 0 && x1 < W && y1 >= 0 && y1 < H;
+                const float *pg = gn + (long)ho * sh + (long)wo * sw;
+                for (int c = 0; c < C; c++) {
+                    float v = pg[c * sc];
+                    float *p = gxn + c * plane;
+                    if (in00) p[(long)y0 * W + x0] += wx0 * wy0 * v;
+                    if (in01) p[(long)y0 * W + x1] += wx1 * wy0 * v;
+                    if (in10) p[(long)y1 * W + x0] += wx0 * wy1 * v;
+                    if (in11) p[(long)y1 * W + x1] += wx1 * wy1 * v;
+                }
             }
         }
     }

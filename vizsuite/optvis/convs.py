@@ -11,11 +11,15 @@ are slow for 3 output channels and fine for 12.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
+from ..zoo.inceptionv1 import PaddedConv2d
+from ..zoo.spec import VisionModel
 from .relu import LEAK, RedirectedReLU, redirect_relus, replace_modules
 
 
@@ -26,30 +30,41 @@ def _unhooked(m: nn.Module) -> bool:
 
 class _SpaceToDepth(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, s, top, left, height, width):
+    def forward(ctx, x, s, top, left, height, width, scale, shift, dtype):
         ctx.args = (tuple(x.shape), s, top, left,
                     torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-                    and not x.is_contiguous() else torch.contiguous_format)
-        return kernels.space_to_depth(x, s, top, left, height, width)
+                    and not x.is_contiguous() else torch.contiguous_format, scale, x.dtype)
+        return kernels.space_to_depth(x, s, top, left, height, width, scale, shift, dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        return kernels.space_to_depth_backward(grad, *ctx.args), None, None, None, None, None
+        shape, s, top, left, fmt, scale, dtype = ctx.args
+        gx = kernels.space_to_depth_backward(grad, shape, s, top, left, fmt, scale, dtype)
+        return (gx,) + (None,) * 8
 
 
 class UnshuffledConv2d(nn.Module):
-    """`conv` (stride s in both directions, groups 1, dilation 1, zero padding) computed as a
-    stride-1 convolution of the padded input rearranged space to depth (s x s blocks into
-    channels) with the kernel zero-padded to a multiple of s and rearranged the same way. The
-    original stays at `.conv` (its parameters); the rearranged kernel is made once, from the
-    copy's frozen weights."""
+    """`conv` (stride s in both directions, groups 1, dilation 1, zero padding, including a
+    `PaddedConv2d`'s asymmetric pad) computed as a stride-1 convolution of the padded input
+    rearranged space to depth (s x s blocks into channels) with the kernel zero-padded to a
+    multiple of s and rearranged the same way. The original stays at `.conv` (its parameters);
+    the rearranged kernel is made once, from the copy's frozen weights.
+
+    The rearranged input is in the kernel's dtype whatever the input's (the cast is part of the
+    same pass), and `absorb_normalization` may give it the network's input normalization too:
+    one pass from the [0, 1] image to what the stem convolves."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.conv = conv
         s = conv.stride[0]
         kh, kw = conv.kernel_size
+        ph, pw = conv.padding
+        left, right, top, bottom = getattr(conv, "pad", (0, 0, 0, 0)) if isinstance(conv, PaddedConv2d) \
+            else (0, 0, 0, 0)
+        self.pads = (left + pw, right + pw, top + ph, bottom + ph)
         self.kernel = (-(-kh // s) * s, -(-kw // s) * s)
+        self.affine: Optional[tuple[torch.Tensor, torch.Tensor]] = None     # (scale, shift)
         with torch.no_grad():
             w = F.pad(conv.weight, (0, self.kernel[1] - kw, 0, self.kernel[0] - kh))
             o, c, kh2, kw2 = w.shape
@@ -60,24 +75,38 @@ class UnshuffledConv2d(nn.Module):
 
     @staticmethod
     def applies(conv: nn.Module) -> bool:
-        """A frozen, strided (equal strides), ungrouped, undilated, zero-padded Conv2d whose
-        rearranged input has at most 16 channels (in_channels x stride^2): a network's stem."""
-        return (type(conv) is nn.Conv2d and conv.groups == 1 and conv.dilation == (1, 1)
+        """A frozen, strided (equal strides), ungrouped, undilated, zero-padded Conv2d (or
+        `PaddedConv2d`) whose rearranged input has at most 16 channels (in_channels x
+        stride^2): a network's stem."""
+        return (type(conv) in (nn.Conv2d, PaddedConv2d) and conv.groups == 1 and conv.dilation == (1, 1)
                 and conv.stride[0] == conv.stride[1] > 1 and conv.padding_mode == "zeros"
                 and not isinstance(conv.padding, str) and conv.in_channels * conv.stride[0] ** 2 <= 16
                 and not conv.weight.requires_grad)
 
+    def set_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Map the input to input * scale + shift per channel first (the zero padding comes
+        after the map, as it did when the network padded its normalized input)."""
+        self.affine = (scale.to(torch.float64).reshape(-1), shift.to(torch.float64).reshape(-1))
+
     def unshuffle(self, x: torch.Tensor) -> torch.Tensor:
-        """The padded (or cropped: rows no window reads), rearranged input."""
+        """The mapped, padded (or cropped: rows no window reads), rearranged input, in the
+        kernel's dtype."""
         c = self.conv
-        s, (ph, pw) = c.stride[0], c.padding
+        s = c.stride[0]
+        left, right, top, bottom = self.pads
         h, w = x.shape[-2:]
-        ho = (h + 2 * ph - c.kernel_size[0]) // s + 1
-        wo = (w + 2 * pw - c.kernel_size[1]) // s + 1
+        ho = (h + top + bottom - c.kernel_size[0]) // s + 1
+        wo = (w + left + right - c.kernel_size[1]) // s + 1
         hs, ws = (ho - 1) * s + self.kernel[0], (wo - 1) * s + self.kernel[1]
-        if kernels.plain(x):       # pad, crop and rearrange in one pass, from any layout
-            return _SpaceToDepth.apply(x, s, ph, pw, hs, ws)
-        x = F.pad(x, (pw, ws - w - pw, ph, hs - h - ph))
+        scale, shift = self.affine or (None, None)
+        dtype = self.weight.dtype
+        if kernels.plain(x) and dtype in (torch.float32, torch.bfloat16):
+            # map, pad, crop, cast and rearrange in one pass, from any layout
+            return _SpaceToDepth.apply(x, s, top, left, hs, ws, scale, shift, dtype)
+        if scale is not None:
+            x = torch.addcmul(shift.view(1, -1, 1, 1).to(x.device, x.dtype), x,
+                              scale.view(1, -1, 1, 1).to(x.device, x.dtype))
+        x = F.pad(x, (left, ws - w - left, top, hs - h - top)).to(dtype)
         # space to depth in (dy, dx, channel) order: in channels-last memory each (dx, channel)
         # run is contiguous, so this is one copy of 2C-element blocks (F.pixel_unshuffle's
         # (channel, dy, dx) order copied 3-element runs: 1.8x slower forward + backward)
@@ -86,10 +115,13 @@ class UnshuffledConv2d(nn.Module):
         return nhwc.reshape(n, hs // s, ws // s, s * s * c).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(self.unshuffle(x), self.weight.to(x.dtype), self.conv.bias)
+        u = self.unshuffle(x)
+        b = self.conv.bias
+        return F.conv2d(u, self.weight, None if b is None else b.to(u.dtype))
 
     def extra_repr(self) -> str:
-        return f"stride {self.conv.stride[0]} as unshuffled stride 1, kernel {self.kernel}"
+        return (f"stride {self.conv.stride[0]} as unshuffled stride 1, kernel {self.kernel}"
+                + (", input normalized here" if self.affine else ""))
 
 
 def unshuffle_strided_convs(net: nn.Module) -> int:
@@ -143,14 +175,16 @@ class ConvReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        inner = c.conv if isinstance(c, UnshuffledConv2d) else c
+        unshuffled = isinstance(c, UnshuffledConv2d)
+        inner = c.conv if unshuffled else c
         w, b = c.weight, inner.bias       # an UnshuffledConv2d's weight: its rearranged kernel
-        if (x.device.type == "cpu" and x.dtype == w.dtype and torch.is_grad_enabled() and x.requires_grad
-                and not inner.weight.requires_grad and (b is None or not b.requires_grad) and x.dim() == 4):
-            if isinstance(c, UnshuffledConv2d):
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad and x.dim() == 4
+                and not inner.weight.requires_grad and (b is None or not b.requires_grad)):
+            if unshuffled:                # its rearranged input is in the kernel's dtype
                 return _ConvReLUFunction.apply(c.unshuffle(x), w, b, [1, 1], [0, 0], [1, 1], 1, self.leak)
-            return _ConvReLUFunction.apply(x, w, b, list(c.stride), list(c.padding), list(c.dilation), c.groups,
-                                           self.leak)
+            if x.dtype == w.dtype:
+                return _ConvReLUFunction.apply(x, w, b, list(c.stride), list(c.padding), list(c.dilation),
+                                               c.groups, self.leak)
         return self.relu(self.conv(x))
 
 
@@ -245,11 +279,56 @@ def _set(root: nn.Module, dotted: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
+def _first_layer(module: nn.Module) -> Optional[nn.Module]:
+    """The module that alone reads `module`'s input, descending into containers (found by
+    tracing each forward with torch.fx), or None."""
+    import torch.fx as fx
+
+    class _Tracer(fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return True
+
+    try:
+        graph = _Tracer().trace(module)
+    except Exception:
+        return None
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1 or len(inputs[0].users) != 1:
+        return None
+    (user,) = inputs[0].users
+    if user.op != "call_module" or user.args != (inputs[0],) or user.kwargs:
+        return None
+    child = module.get_submodule(user.target)
+    if isinstance(child, UnshuffledConv2d) or next(child.children(), None) is None:
+        return child
+    return _first_layer(child)
+
+
+def absorb_normalization(model: nn.Module) -> bool:
+    """In place (render's copy): a `VisionModel` whose network hands its input straight to an
+    `UnshuffledConv2d` stem gives that stem its input normalization (and with it the cast to the
+    network's dtype): `model.raw_input` becomes True and the [0, 1] image goes from the warp to
+    the stem's convolution in one pass (forward and backward) instead of four (layout, cast,
+    normalization, pad). Returns whether it did."""
+    if not isinstance(model, VisionModel) or model.raw_input:
+        return False
+    stem = _first_layer(model.net)
+    if not isinstance(stem, UnshuffledConv2d) or not _unhooked(stem) or stem.affine is not None:
+        return False
+    if stem.conv.in_channels != len(model.spec.mean):
+        return False
+    stem.set_affine(*model.normalization())
+    model.raw_input = True
+    return True
+
+
 def prepare_render_copy(net: nn.Module, rule: str = "redirect", keep=()) -> int:
     """Render's treatment of its private copy, in place: `redirect_relus(net, rule)`, strided
-    convolutions over few channels as `UnshuffledConv2d`, then `fuse_conv_relus(net, keep)`.
-    Returns the number of ReLUs replaced by the rule."""
+    convolutions over few channels as `UnshuffledConv2d` (which, first in the network, also
+    normalize its input: `absorb_normalization`), then `fuse_conv_relus(net, keep)`. Returns the
+    number of ReLUs replaced by the rule."""
     count = redirect_relus(net, rule)
     unshuffle_strided_convs(net)
+    absorb_normalization(net)
     fuse_conv_relus(net, keep)
     return count

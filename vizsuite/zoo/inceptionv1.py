@@ -103,6 +103,23 @@ class PaddedMaxPool2d(nn.MaxPool2d):
         return f"{super().extra_repr()}, pad={self.pad}"
 
 
+class PaddedConv2d(nn.Conv2d):
+    """A Conv2d after a fixed zero pad `pad` = (left, right, top, bottom): TensorFlow's SAME
+    padding of a strided conv, which puts the odd row/column after the image and which
+    PyTorch's symmetric `padding` cannot express. A module, not an `F.pad` in the network's
+    forward, so that render's copy can fold the pad into the stem's rearrangement."""
+
+    def __init__(self, *args, pad: tuple[int, int, int, int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pad = tuple(pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}"
+
+
 def _lrn() -> LocalResponseNorm:
     # The converted graph's constants, as lucent uses them (depth radius 4 -> 9 channels).
     # Note torch averages the squares over the window where TF sums them; keeping lucent's
@@ -117,8 +134,8 @@ class InceptionV1(nn.Module):
 
     def __init__(self):
         super().__init__()
-        # Stem. conv2d0's asymmetric SAME padding is applied in forward (see there).
-        self.conv2d0_pre_relu_conv = nn.Conv2d(3, 64, 7, stride=2)
+        # Stem: TF SAME padding of a 7x7 stride-2 conv at 224 px, 2 before and 3 after (as lucent)
+        self.conv2d0_pre_relu_conv = PaddedConv2d(3, 64, 7, stride=2, pad=(2, 3, 2, 3))
         self.conv2d0 = nn.ReLU()
         self.maxpool0 = PaddedMaxPool2d(2, (0, 1, 0, 1))
         self.localresponsenorm0 = _lrn()
@@ -154,8 +171,7 @@ class InceptionV1(nn.Module):
         return getattr(self, f"{block}_{branch}")(conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # TF SAME padding of a 7x7 stride-2 conv at 224 px: 2 before, 3 after (fixed, as lucent).
-        x = self.conv2d0(self.conv2d0_pre_relu_conv(F.pad(x, (2, 3, 2, 3))))
+        x = self.conv2d0(self.conv2d0_pre_relu_conv(x))
         x = self.localresponsenorm0(self.maxpool0(x))
         x = self.conv2d1(self.conv2d1_pre_relu_conv(x))
         x = self.conv2d2(self.conv2d2_pre_relu_conv(x))

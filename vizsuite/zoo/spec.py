@@ -70,6 +70,10 @@ class VisionModel(nn.Module):
         self.spec = spec
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
+        #: False: `forward` normalizes, and the net takes normalized input in its own dtype.
+        #: True: the net's first layer takes the [0, 1] input of any float dtype and normalizes
+        #: and casts it itself (render's private copy: `optvis.convs.absorb_normalization`).
+        self.raw_input = False
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map [0, 1] RGB to what the network was trained on: (x - mean) / std, computed as
@@ -77,9 +81,7 @@ class VisionModel(nn.Module):
         in any dtype the copy runs in: 255 and -117 for Lucid's InceptionV1; the bf16 buffers
         of a bf16 copy would give 256 and -117.5). A broadcast division over a channels-last
         batch took 4x as long, forward and backward."""
-        std = torch.tensor(self.spec.std, dtype=torch.float64).view(1, -1, 1, 1)
-        mean = torch.tensor(self.spec.mean, dtype=torch.float64).view(1, -1, 1, 1)
-        scale, shift = (1 / std).to(x.device, x.dtype), (-mean / std).to(x.device, x.dtype)
+        scale, shift = (t.view(1, -1, 1, 1).to(x.device, x.dtype) for t in self.normalization())
         if x.dim() == 4 and x.shape[1] > 1 and not x.is_contiguous() \
                 and x.is_contiguous(memory_format=torch.channels_last):
             # channels-last: a (1, C, 1, 1) broadcast iterates over runs of C = 3 elements
@@ -91,8 +93,14 @@ class VisionModel(nn.Module):
             return out.view(n, h, w, c).permute(0, 3, 1, 2)
         return torch.addcmul(shift, x, scale)
 
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) per channel, float64 from the spec: normalize(x) = x * scale + shift."""
+        std = torch.tensor(self.spec.std, dtype=torch.float64)
+        mean = torch.tensor(self.spec.mean, dtype=torch.float64)
+        return 1 / std, -mean / std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return self.net(x if self.raw_input else self.normalize(x))
 
     @property
     def name(self) -> str:
