@@ -174,6 +174,31 @@ def test_space_to_depth_is_pad_and_rearrange(dtype, layout):
     assert xr.grad[:, :, -1].abs().sum() == 0                 # the cropped row gets no gradient
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("leak", [0.0, 0.1])
+def test_pool_and_lrn_backward_apply_their_input_relus_rule_in_the_same_pass(dtype, leak):
+    """maxpool3x3_backward(..., y, leak) and lrn_backward(..., relu_leak) equal the ReLU rule's
+    backward after the plain one (bitwise at leak 0; else rounding only: the pool sums masked
+    terms, and bf16 rounds leak * v once)."""
+    gen = torch.Generator().manual_seed(6)
+    x = _cl(torch.randn(2, 24, 13, 11, generator=gen).relu(), dtype)     # a ReLU's output: zeros
+    y, idx = kernels.maxpool3x3(x, 2, (0, 1, 0, 1))
+    g = _cl(torch.randn(y.shape, generator=gen), dtype)
+    plain = kernels.maxpool3x3_backward(g, idx, (13, 11), 2, (0, 1, 0, 1))
+    ref = torch.ops.aten.leaky_relu_backward(plain, x, leak, False)
+    got = kernels.maxpool3x3_backward(g, idx, (13, 11), 2, (0, 1, 0, 1), y=y, leak=leak)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0 if leak == 0 else 1e-2 if dtype == torch.bfloat16 else 1e-6)
+    assert (x == 0).any() and not torch.equal(got, plain)
+    g2 = _cl(torch.randn(x.shape, generator=gen), dtype)
+    plain = kernels.lrn_backward(x, g2, 9, 1e-2, 0.5, 1.0)
+    got = kernels.lrn_backward(x, g2, 9, 1e-2, 0.5, 1.0, relu_leak=leak)
+    ref = torch.ops.aten.leaky_relu_backward(plain, x, leak, False)
+    if dtype == torch.bfloat16 and leak:      # one rounding of leak * v where torch rounds v first
+        torch.testing.assert_close(got, ref, rtol=2 ** -7, atol=0)    # one bf16 ulp
+    else:
+        assert torch.equal(got, ref)
+
+
 @pytest.mark.parametrize("din,dout", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
                                       (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)])
 @pytest.mark.parametrize("layout", ["nchw", "cl"])

@@ -253,6 +253,52 @@ def test_a_stem_that_absorbs_the_normalization_is_the_padded_conv_of_the_normali
         assert not absorb_normalization(bad) and not bad.raw_input
 
 
+class _PoolAndNorm(nn.Module):
+    """InceptionV1's stem pattern: conv -> ReLU -> max pool, conv -> ReLU -> LRN, and a third
+    pair whose ReLU output also feeds a sum (that pool must not take the ReLU's backward)."""
+
+    def __init__(self):
+        super().__init__()
+        from vizsuite.zoo.inceptionv1 import PaddedMaxPool2d
+        from vizsuite.zoo.lrn import LocalResponseNorm
+
+        self.a, self.ra, self.pa = nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), PaddedMaxPool2d(2, (0, 1, 0, 1))
+        self.b, self.rb, self.nb = nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(), LocalResponseNorm(9, 1e-2, 0.5, 1.0)
+        self.c, self.rc, self.pc = nn.Conv2d(24, 8, 1), nn.ReLU(), PaddedMaxPool2d(1, (1, 1, 1, 1))
+
+    def forward(self, x):
+        x = self.nb(self.rb(self.b(self.pa(self.ra(self.a(x))))))
+        y = self.rc(self.c(x))
+        return self.pc(y) + y
+
+
+@pytest.mark.parametrize("rule", ["exact", "leaky"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_pool_or_lrn_after_a_fused_relu_applies_its_rule_and_the_gradient_is_unchanged(rule, dtype):
+    """The pool / LRN that alone reads a fused ReLU's output applies the rule's backward in its
+    own pass (kernels in float32 channels-last, `relu_rule_grad` on torch's path in float64 and
+    NCHW); the input gradient equals the unfused network's, also with negative inputs (the
+    leaky rule's leak reaches them)."""
+    from vizsuite.optvis.convs import ConvReLU, prepare_render_copy
+
+    torch.manual_seed(1)
+    ref = _PoolAndNorm().eval().requires_grad_(False).to(dtype)
+    fused = _PoolAndNorm().eval().requires_grad_(False).to(dtype)
+    fused.load_state_dict(ref.state_dict())
+    redirect_relus(ref, rule)
+    prepare_render_copy(fused, rule)
+    assert isinstance(fused.a, ConvReLU) and fused.a.rule_after and fused.pa.input_relu == fused.a.leak
+    assert fused.b.rule_after and fused.nb.input_relu == (LEAK if rule == "leaky" else 0.0)
+    assert isinstance(fused.c, ConvReLU) and not fused.c.rule_after and fused.pc.input_relu is None
+    x = torch.randn(2, 3, 12, 14, dtype=dtype)
+    g = torch.randn(2, 8, 6, 7, dtype=dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xr = x.contiguous(memory_format=fmt)
+        torch.testing.assert_close(fused(xr), ref(xr), rtol=tol, atol=tol)
+        torch.testing.assert_close(_grad(fused, xr, g), _grad(ref, xr, g), rtol=tol, atol=tol)
+
+
 def test_a_conv_called_twice_is_not_fused():
     from vizsuite.optvis.convs import fuse_conv_relus
 

@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "relu_backward", "row_stride",
+__all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "relu_backward", "relu_rule_grad", "row_stride",
            "grid_sample_backward", "space_to_depth", "space_to_depth_backward", "status", "usable"]
 
 _SOURCE = Path(__file__).with_name("cpu.c")
@@ -91,11 +91,11 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     i, l, f, p = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
     for s in _SUFFIX.values():
-        for name in (f"maxpool3_fwd_{s}", f"maxpool3_bwd_{s}"):
-            getattr(lib, name).argtypes = [p, p, p] + [i] * 10
-            getattr(lib, name).restype = None
+        getattr(lib, f"maxpool3_fwd_{s}").argtypes = [p, p, p] + [i] * 10
+        getattr(lib, f"maxpool3_bwd_{s}").argtypes = [p, p, p, f, p] + [i] * 10
+        getattr(lib, f"maxpool3_fwd_{s}").restype = getattr(lib, f"maxpool3_bwd_{s}").restype = None
         getattr(lib, f"lrn_fwd_{s}").argtypes = [p, p, l, i, i, f, f, f, i]
-        getattr(lib, f"lrn_bwd_{s}").argtypes = [p, p, p, l, i, i, f, f, f, i]
+        getattr(lib, f"lrn_bwd_{s}").argtypes = [p, p, p, l, i, i, f, f, f, i, f, i]
         getattr(lib, f"relu_bwd_{s}").argtypes = [p, l, p, l, p, l, i, f, i]
     for si in _SUFFIX.values():
         for so in _SUFFIX.values():
@@ -181,15 +181,23 @@ def maxpool3x3(x: torch.Tensor, stride: int, pad: tuple[int, int, int, int],
 
 
 def maxpool3x3_backward(grad: torch.Tensor, idx: torch.Tensor, size: tuple[int, int], stride: int,
-                        pad: tuple[int, int, int, int]) -> torch.Tensor:
-    """The input gradient of `maxpool3x3` from its output gradient and indices; `size` = (H, W)."""
+                        pad: tuple[int, int, int, int], y: Optional[torch.Tensor] = None,
+                        leak: float = 0.0) -> torch.Tensor:
+    """The input gradient of `maxpool3x3` from its output gradient and indices; `size` = (H, W).
+    With the pool's output `y`: the input is a ReLU's output, and that ReLU rule's gradient
+    (`leak` x grad where the input is <= 0) is applied in the same pass: the winner's value is
+    the window's, so the rule reads the pool's output."""
     grad = grad.contiguous(memory_format=torch.channels_last)
+    if y is not None and not y.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError("maxpool3x3_backward needs the pool's channels-last output")
     n, c, ho, wo = grad.shape
     h, w = size
     left, _, top, _ = pad
     gx = torch.empty((n, c, h, w), dtype=grad.dtype, memory_format=torch.channels_last)
+    y = None if y is None else y.to(grad.dtype)      # (kept alive through the call)
     _kernel("maxpool3_bwd", grad.dtype)(
-        _ptr(grad), _ptr(idx), _ptr(gx), n, h, w, c, stride, top, left, ho, wo, torch.get_num_threads())
+        _ptr(grad), _ptr(idx), None if y is None else _ptr(y), leak, _ptr(gx), n, h, w, c, stride, top,
+        left, ho, wo, torch.get_num_threads())
     return gx
 
 
@@ -203,13 +211,15 @@ def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torc
 
 
 def lrn_backward(x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
-                 k: float) -> torch.Tensor:
-    """The input gradient of `lrn` at `x`, in one pass (recomputes the norm from `x`)."""
+                 k: float, relu_leak: Optional[float] = None) -> torch.Tensor:
+    """The input gradient of `lrn` at `x`, in one pass (recomputes the norm from `x`). With
+    `relu_leak`: `x` is a ReLU's output and that rule's gradient (`relu_leak` x the gradient where
+    x <= 0) is applied in the same pass."""
     grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
     gx = torch.empty_like(x, memory_format=torch.channels_last)
     n, c, h, w = x.shape
-    _kernel("lrn_bwd", x.dtype)(_ptr(x), _ptr(grad), _ptr(gx), n * h * w, c, size,
-                                                 alpha, beta, k, torch.get_num_threads())
+    _kernel("lrn_bwd", x.dtype)(_ptr(x), _ptr(grad), _ptr(gx), n * h * w, c, size, alpha, beta, k,
+                                relu_leak is not None, relu_leak or 0.0, torch.get_num_threads())
     return gx
 
 
@@ -247,6 +257,28 @@ def _affine(values, c: int) -> Optional[torch.Tensor]:
     if t.numel() != c:
         raise ValueError(f"{t.numel()} affine values for {c} channels")
     return t
+
+
+class _RuleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, leak):
+        ctx.save_for_backward(x)
+        ctx.leak = leak
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if row_stride(grad) is not None and row_stride(x) is not None and grad.dtype == x.dtype:
+            return relu_backward(grad, x, ctx.leak), None
+        return torch.where(x > 0, grad, grad * ctx.leak), None
+
+
+def relu_rule_grad(x: torch.Tensor, leak: float) -> torch.Tensor:
+    """`x` (a ReLU's output) unchanged, whose gradient gets the ReLU rule's mask: the gradient
+    where x > 0, else `leak` x it. For a layer that takes over its input ReLU's backward
+    (`input_relu`) on a path without the fused kernels."""
+    return _RuleGrad.apply(x, leak)
 
 
 def space_to_depth(x: torch.Tensor, s: int, top: int, left: int, height: int, width: int,

@@ -34,51 +34,126 @@ static inline uint16_t f2bf(float f) {
 #define LD_bf16(p, i) bf2f((p)[i])
 #define ST_bf16(p, i, v) ((p)[i] = f2bf(v))
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define VEC512 1
+/* 16 channels at a time in float32 registers; bf16 in and out bitwise as bf2f / f2bf */
+static inline __m512 VLD_f32(const float *p) { return _mm512_loadu_ps(p); }
+static inline __m512 VLD_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+static inline void VST_f32(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline void VST_bf16(uint16_t *p, __m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+}
+#endif
+
 /* ---- 3x3 max pool: any stride, any (asymmetric) -inf padding, first maximum wins ----------
  * x (N,H,W,C) -> y (N,Ho,Wo,C); idx (N,Ho,Wo,C) holds the winner's position kh*3+kw in its
- * window (uint8: 1/8 of torch's int64 indices), NULL when no backward will follow.           */
+ * window (uint8: 1/8 of torch's int64 indices), NULL when no backward will follow. The window's
+ * taps are listed once per output pixel; each 16-channel block keeps its maximum and winner in
+ * registers across them.                                                                     */
+#ifdef VEC512
+#define POOL_FWD_VEC(S)                                                                        \
+            for (; c + 16 <= C; c += 16) {                                                     \
+                __m512 best = _mm512_set1_ps(-INFINITY);                                       \
+                __m128i arg = _mm_setzero_si128();                                             \
+                for (int t = 0; t < nk; t++) {                                                 \
+                    __m512 v = VLD_##S(tp[t] + c);                                             \
+                    __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ)                   \
+                                   | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);                   \
+                    best = _mm512_mask_mov_ps(best, take, v);                                  \
+                    arg = _mm_mask_mov_epi8(arg, take, _mm_set1_epi8((char)tk[t]));            \
+                }                                                                              \
+                VST_##S(y + o + c, best);                                                      \
+                if (idx) _mm_storeu_si128((__m128i *)(idx + o + c), arg);                      \
+            }
+#define POOL_BWD_VEC(S)                                                                        \
+            for (; c + 16 <= C; c += 16) {                                                     \
+                __m512 acc = _mm512_setzero_ps();                                              \
+                for (int t = 0; t < nw; t++) {                                                 \
+                    __m128i id = _mm_loadu_si128((const __m128i *)(idx + wo_[t] + c));         \
+                    __mmask16 m = _mm_cmpeq_epi8_mask(id, _mm_set1_epi8((char)wk[t]));         \
+                    acc = _mm512_mask_add_ps(acc, m, acc, VLD_##S(gy + wo_[t] + c));           \
+                }                                                                              \
+                VST_##S(gx + i + c, acc);                                                      \
+            }
+#define POOL_BWD_VEC_RELU(S)                                                                   \
+            for (; c + 16 <= C; c += 16) {                                                     \
+                __m512 acc = _mm512_setzero_ps(), vleak = _mm512_set1_ps(leak);                \
+                for (int t = 0; t < nw; t++) {                                                 \
+                    __m128i id = _mm_loadu_si128((const __m128i *)(idx + wo_[t] + c));         \
+                    __mmask16 m = _mm_cmpeq_epi8_mask(id, _mm_set1_epi8((char)wk[t]));         \
+                    __m512 v = VLD_##S(gy + wo_[t] + c);                                       \
+                    __mmask16 pos = _mm512_cmp_ps_mask(VLD_##S(yo + wo_[t] + c),               \
+                                                       _mm512_setzero_ps(), _CMP_GT_OQ);       \
+                    v = _mm512_mask_mov_ps(_mm512_mul_ps(v, vleak), pos, v);                   \
+                    acc = _mm512_mask_add_ps(acc, m, acc, v);                                  \
+                }                                                                              \
+                VST_##S(gx + i + c, acc);                                                      \
+            }
+#else
+#define POOL_FWD_VEC(S)
+#define POOL_BWD_VEC(S)
+#define POOL_BWD_VEC_RELU(S)
+#endif
+
 #define MAXPOOL(T, S)                                                                          \
 void maxpool3_fwd_##S(const T *x, T *y, uint8_t *idx, int N, int H, int W, int C, int stride,  \
                       int pad_t, int pad_l, int Ho, int Wo, int nt) {                           \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
     for (long r = 0; r < (long)N * Ho; r++) {                                                  \
         int n = (int)(r / Ho), ho = (int)(r % Ho);                                             \
-        float best[C];                                                                         \
-        uint8_t arg[C];                                                                        \
         for (int wo = 0; wo < Wo; wo++) {                                                      \
-            for (int c = 0; c < C; c++) { best[c] = -INFINITY; arg[c] = 0; }                   \
+            const T *tp[9];                                                                    \
+            uint8_t tk[9];                                                                     \
+            int nk = 0;                                                                        \
             for (int kh = 0; kh < 3; kh++) {                                                   \
                 int h = ho * stride - pad_t + kh;                                              \
                 if (h < 0 || h >= H) continue;                                                 \
                 for (int kw = 0; kw < 3; kw++) {                                               \
                     int w = wo * stride - pad_l + kw;                                          \
                     if (w < 0 || w >= W) continue;                                             \
-                    const T *px = x + (((long)n * H + h) * W + w) * C;                         \
-                    uint8_t k = (uint8_t)(kh * 3 + kw);                                        \
-                    for (int c = 0; c < C; c++) {                                              \
-                        float v = LD_##S(px, c);                                               \
-                        int take = (v > best[c]) | (v != v);                                   \
-                        best[c] = take ? v : best[c];                                          \
-                        arg[c] = take ? k : arg[c];                                            \
-                    }                                                                          \
+                    tp[nk] = x + (((long)n * H + h) * W + w) * C;                              \
+                    tk[nk++] = (uint8_t)(kh * 3 + kw);                                         \
                 }                                                                              \
             }                                                                                  \
             long o = (((long)n * Ho + ho) * Wo + wo) * C;                                      \
-            for (int c = 0; c < C; c++) ST_##S(y, o + c, best[c]);                             \
-            if (idx) memcpy(idx + o, arg, (size_t)C);                                          \
+            int c = 0;                                                                         \
+            POOL_FWD_VEC(S)                                                                    \
+            for (; c < C; c++) {                                                               \
+                float best = -INFINITY;                                                        \
+                uint8_t arg = 0;                                                               \
+                for (int t = 0; t < nk; t++) {                                                 \
+                    float v = LD_##S(tp[t], c);                                                \
+                    int take = (v > best) | (v != v);                                          \
+                    best = take ? v : best;                                                    \
+                    arg = take ? tk[t] : arg;                                                  \
+                }                                                                              \
+                ST_##S(y, o + c, best);                                                        \
+                if (idx) idx[o + c] = arg;                                                     \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
 }                                                                                              \
 /* gx (N,H,W,C): each input gathers the gradients of the windows it won (no zero fill, no    \
- * scatter; every element written once).                                                     */\
-void maxpool3_bwd_##S(const T *gy, const uint8_t *idx, T *gx, int N, int H, int W, int C,      \
-                      int stride, int pad_t, int pad_l, int Ho, int Wo, int nt) {               \
+ * scatter; every element written once). yo (the pool's output) non-NULL: the input is a ReLU's\
+ * output and its rule's gradient (leak where <= 0) is applied here, in the same pass.        */\
+void maxpool3_bwd_##S(const T *gy, const uint8_t *idx, const T *yo, float leak, T *gx, int N,  \
+                      int H, int W, int C, int stride, int pad_t, int pad_l, int Ho, int Wo,    \
+                      int nt) {                                                                 \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
     for (long r = 0; r < (long)N * H; r++) {                                                   \
         int n = (int)(r / H), h = (int)(r % H);                                                \
-        float acc[C];                                                                          \
         for (int w = 0; w < W; w++) {                                                          \
-            for (int c = 0; c < C; c++) acc[c] = 0.0f;                                         \
+            long wo_[9];                                                                       \
+            uint8_t wk[9];                                                                     \
+            int nw = 0;                                                                        \
             for (int kh = 0; kh < 3; kh++) {                                                   \
                 int t = h + pad_t - kh;                                                        \
                 if (t < 0 || t % stride) continue;                                             \
@@ -89,15 +164,23 @@ void maxpool3_bwd_##S(const T *gy, const uint8_t *idx, T *gx, int N, int H, int 
                     if (u < 0 || u % stride) continue;                                         \
                     int wo = u / stride;                                                       \
                     if (wo >= Wo) continue;                                                    \
-                    long o = (((long)n * Ho + ho) * Wo + wo) * C;                              \
-                    const uint8_t *pi = idx + o;                                               \
-                    uint8_t k = (uint8_t)(kh * 3 + kw);                                        \
-                    for (int c = 0; c < C; c++)                                                \
-                        acc[c] += (pi[c] == k) ? LD_##S(gy, o + c) : 0.0f;                     \
+                    wo_[nw] = (((long)n * Ho + ho) * Wo + wo) * C;                             \
+                    wk[nw++] = (uint8_t)(kh * 3 + kw);                                         \
                 }                                                                              \
             }                                                                                  \
             long i = (((long)n * H + h) * W + w) * C;                                          \
-            for (int c = 0; c < C; c++) ST_##S(gx, i + c, acc[c]);                             \
+            int c = 0;                                                                         \
+            if (yo) { POOL_BWD_VEC_RELU(S) } else { POOL_BWD_VEC(S) }                          \
+            for (; c < C; c++) {                                                               \
+                float acc = 0.0f;                                                              \
+                for (int t = 0; t < nw; t++) {                                                 \
+                    if (idx[wo_[t] + c] != wk[t]) continue;                                    \
+                    float v = LD_##S(gy, wo_[t] + c);                                          \
+                    if (yo) v = LD_##S(yo, wo_[t] + c) > 0.0f ? v : leak * v;                  \
+                    acc += v;                                                                  \
+                }                                                                              \
+                ST_##S(gx, i + c, acc);                                                        \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
 }
@@ -177,9 +260,10 @@ void lrn_fwd_##S(const T *x, T *y, long P, int C, int size, float alpha, float b
     }                                                                                          \
 }                                                                                              \
 /* gx_m = g_m r_m - 2 beta alpha/size x_m sum_{i: m in window(i)} g_i x_i r_i / d_i, r = d^-b \
- * (d recomputed from x: nothing but the input is kept for the backward).                    */\
+ * (d recomputed from x: nothing but the input is kept for the backward). relu: x is a ReLU's  \
+ * output, whose rule's gradient (leak where x <= 0) is applied on store.                      */\
 void lrn_bwd_##S(const T *x, const T *g, T *gx, long P, int C, int size, float alpha,          \
-                 float beta, float k, int nt) {                                                \
+                 float beta, float k, int relu, float leak, int nt) {                          \
     const int lo = size / 2, hi = (size - 1) / 2;                                              \
     const float scale = alpha / size, two_b = 2.0f * beta * scale;                             \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
@@ -197,8 +281,14 @@ void lrn_bwd_##S(const T *x, const T *g, T *gx, long P, int C, int size, float a
             t[hi + c] = LD_##S(pg, c) * LD_##S(px, c) * (beta == 0.5f ? r[c] * r[c] * r[c] : r[c] / d[c]);                           \
         for (int c = 0; c <= lo; c++) t[hi + C + c] = 0.0f;                                    \
         window_sum(t, u, C, size, 0.0f, 1.0f);                                                 \
-        for (int m = 0; m < C; m++)                                                            \
-            ST_##S(gx, p * C + m, LD_##S(pg, m) * r[m] - two_b * LD_##S(px, m) * u[m]);        \
+        if (relu)     /* x is a ReLU's output: its rule's gradient in the same pass */         \
+            for (int m = 0; m < C; m++) {                                                      \
+                float v = LD_##S(pg, m) * r[m] - two_b * LD_##S(px, m) * u[m];                 \
+                ST_##S(gx, p * C + m, LD_##S(px, m) > 0.0f ? v : leak * v);                    \
+            }                                                                                  \
+        else                                                                                   \
+            for (int m = 0; m < C; m++)                                                        \
+                ST_##S(gx, p * C + m, LD_##S(pg, m) * r[m] - two_b * LD_##S(px, m) * u[m]);    \
     }                                                                                          \
 }
 

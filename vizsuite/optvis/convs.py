@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
-from ..zoo.inceptionv1 import PaddedConv2d
+from ..zoo.inceptionv1 import PaddedConv2d, PaddedMaxPool2d
+from ..zoo.lrn import LocalResponseNorm
 from ..zoo.spec import VisionModel
 from .relu import LEAK, RedirectedReLU, redirect_relus, replace_modules
 
@@ -150,7 +151,9 @@ class _ConvReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight, y = ctx.saved_tensors
-        if kernels.row_stride(grad) is not None and kernels.row_stride(y) is not None and grad.dtype == y.dtype:
+        if ctx.leak is None:      # the layer reading the output applied the rule already
+            g = grad
+        elif kernels.row_stride(grad) is not None and kernels.row_stride(y) is not None and grad.dtype == y.dtype:
             g = kernels.relu_backward(grad, y, ctx.leak)     # one pass, also over channel slices
         elif ctx.leak:
             g = torch.ops.aten.leaky_relu_backward(grad, y, ctx.leak, False)
@@ -172,6 +175,8 @@ class ConvReLU(nn.Module):
         super().__init__()
         self.conv, self.relu = conv, relu
         self.leak = LEAK if getattr(relu, "rule", "exact") == "leaky" else 0.0
+        #: the one layer reading the output applies the ReLU rule's backward (its `input_relu`)
+        self.rule_after = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -179,12 +184,17 @@ class ConvReLU(nn.Module):
         inner = c.conv if unshuffled else c
         w, b = c.weight, inner.bias       # an UnshuffledConv2d's weight: its rearranged kernel
         if (x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad and x.dim() == 4
+                and w.dtype in (torch.float32, torch.bfloat16)     # oneDNN's (float64: torch's path)
                 and not inner.weight.requires_grad and (b is None or not b.requires_grad)):
+            leak = None if self.rule_after else self.leak
             if unshuffled:                # its rearranged input is in the kernel's dtype
-                return _ConvReLUFunction.apply(c.unshuffle(x), w, b, [1, 1], [0, 0], [1, 1], 1, self.leak)
+                return _ConvReLUFunction.apply(c.unshuffle(x), w, b, [1, 1], [0, 0], [1, 1], 1, leak)
             if x.dtype == w.dtype:
                 return _ConvReLUFunction.apply(x, w, b, list(c.stride), list(c.padding), list(c.dilation),
-                                               c.groups, self.leak)
+                                               c.groups, leak)
+        if self.rule_after:               # the ReLU's value with an identity gradient
+            z = self.conv(x)
+            return z + (F.relu(z) - z).detach()
         return self.relu(self.conv(x))
 
 
@@ -244,18 +254,34 @@ def _pairs(module: nn.Module, skip: set):
                 continue
             relu = children[users[0].target]
             if _fusable_relu(relu) and id(relu) not in skip:
-                found.append((node.target, users[0].target))
+                found.append((node.target, users[0].target, _rule_taker(users[0], children, calls)))
     for name, child in module.named_children():
         if next(child.children(), None) is not None:
-            found += [(f"{name}.{a}", f"{name}.{b}") for a, b in _pairs(child, skip)]
+            found += [(f"{name}.{a}", f"{name}.{b}", c and f"{name}.{c}") for a, b, c in _pairs(child, skip)]
     return found
+
+
+def _rule_taker(relu_node, children: dict, calls: dict) -> Optional[str]:
+    """The child that alone reads the ReLU's output, when it is a layer that can apply the ReLU
+    rule's backward in its own (`input_relu`: InceptionV1's max pools and LRNs), else None."""
+    users = list(relu_node.users)
+    if len(users) != 1 or users[0].op != "call_module" or users[0].target not in children:
+        return None
+    m = children[users[0].target]
+    if (type(m) not in (PaddedMaxPool2d, LocalResponseNorm) or m.input_relu is not None or not _unhooked(m)
+            or calls.get(users[0].target) != 1 or users[0].args != (relu_node,) or users[0].kwargs):
+        return None
+    return users[0].target
 
 
 def fuse_conv_relus(net: nn.Module, keep=()) -> int:
     """In place (call it on a copy): every Conv2d whose output only feeds a ReLU (nn.ReLU or the
     "leaky" RedirectedReLU) becomes a `ConvReLU` and the ReLU an `Applied` pass-through, found by
     tracing each module's forward with torch.fx. Convolutions named in `keep` (or hooked) are
-    left alone, because their hooks must read the pre-activation. Returns the number fused."""
+    left alone, because their hooks must read the pre-activation. Where the ReLU's output goes
+    to one max pool or LRN only (InceptionV1's conv2d0 -> maxpool0, conv2d2 -> LRN), that layer
+    applies the ReLU rule's backward in its own backward pass (`input_relu`) and the fused conv
+    skips its mask pass. Returns the number fused."""
     from ..hooks import resolve
 
     skip = set()
@@ -266,9 +292,13 @@ def fuse_conv_relus(net: nn.Module, keep=()) -> int:
             continue
     modules = dict(net.named_modules())
     count = 0
-    for conv_name, relu_name in _pairs(net, skip):
+    for conv_name, relu_name, taker in _pairs(net, skip):
         conv, relu = modules[conv_name], modules[relu_name]
-        _set(net, conv_name, ConvReLU(conv, relu))
+        fused = ConvReLU(conv, relu)
+        if taker is not None:     # a pool or LRN masks the gradient in its own backward pass
+            modules[taker].input_relu = fused.leak
+            fused.rule_after = True
+        _set(net, conv_name, fused)
         _set(net, relu_name, Applied(relu))
         count += 1
     return count

@@ -60,17 +60,18 @@ class _FusedMaxPool(torch.autograd.Function):
     backward that writes each input gradient once (no zero fill)."""
 
     @staticmethod
-    def forward(ctx, x, stride, pad):
+    def forward(ctx, x, stride, pad, relu_leak=None):
         y, idx = kernels.maxpool3x3(x, stride, pad)
-        ctx.save_for_backward(idx)
+        ctx.save_for_backward(idx, y if relu_leak is not None else None)
         ctx.args = (tuple(x.shape[2:]), stride, pad)
+        ctx.leak = relu_leak
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        (idx,) = ctx.saved_tensors
-        return kernels.maxpool3x3_backward(grad, idx, *ctx.args), None, None
+        idx, y = ctx.saved_tensors
+        return kernels.maxpool3x3_backward(grad, idx, *ctx.args, y=y, leak=ctx.leak or 0.0), None, None, None
 
 
 class PaddedMaxPool2d(nn.MaxPool2d):
@@ -83,6 +84,9 @@ class PaddedMaxPool2d(nn.MaxPool2d):
     def __init__(self, stride: int, pad: tuple[int, int, int, int]):
         super().__init__(kernel_size=3, stride=stride)
         self.pad = tuple(pad)
+        #: None, or the leak of the ReLU rule whose output this pool reads and whose backward it
+        #: applies (render's copy: `optvis.convs.fuse_conv_relus`; the ReLU then skips its own)
+        self.input_relu = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the pool's own padding is -inf too and needs no padded copy (a fill and a copy per
@@ -91,8 +95,10 @@ class PaddedMaxPool2d(nn.MaxPool2d):
         left, right, top, bottom = self.pad
         if kernels.usable(x):
             if torch.is_grad_enabled() and x.requires_grad:
-                return _FusedMaxPool.apply(x, self.stride, self.pad)
+                return _FusedMaxPool.apply(x, self.stride, self.pad, self.input_relu)
             return kernels.maxpool3x3(x, self.stride, self.pad, indices=False)[0]
+        if self.input_relu is not None and x.requires_grad:
+            x = kernels.relu_rule_grad(x, self.input_relu)
         if left == right == top == bottom:
             return F.max_pool2d(x, 3, self.stride, padding=left)
         if (left, right, top, bottom) == (0, 1, 0, 1) and self.stride == 2:

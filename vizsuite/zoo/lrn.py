@@ -56,25 +56,33 @@ class _FusedLRN(torch.autograd.Function):
     backward, only the input kept."""
 
     @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):
+    def forward(ctx, x, size, alpha, beta, k, relu_leak=None):
         ctx.save_for_backward(x)
-        ctx.args = (size, alpha, beta, k)
+        ctx.args = (size, alpha, beta, k, relu_leak)
         return kernels.lrn(x, size, alpha, beta, k)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return kernels.lrn_backward(x, grad, *ctx.args), None, None, None, None
+        return kernels.lrn_backward(x, grad, *ctx.args), None, None, None, None, None
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
     """Drop-in `nn.LocalResponseNorm` (same arguments, same results, a subclass so code that
     checks the type still finds it) with a fast path for 4-D input."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: None, or the leak of the ReLU rule whose output this layer reads and whose backward
+        #: it applies (render's copy: `optvis.convs.fuse_conv_relus`; the ReLU skips its own)
+        self.input_relu = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.usable(x):
+            return _FusedLRN.apply(x, self.size, self.alpha, self.beta, self.k, self.input_relu)
+        if self.input_relu is not None and x.requires_grad:
+            x = kernels.relu_rule_grad(x, self.input_relu)
         if x.dim() != 4:
             return super().forward(x)
-        if kernels.usable(x):
-            return _FusedLRN.apply(x, self.size, self.alpha, self.beta, self.k)
         return _LRN.apply(x, self.size, self.alpha, self.beta, self.k)
