@@ -97,7 +97,10 @@ def test_inceptionv1_layers_take_the_fused_path_and_agree_with_torch():
         outs.append(out.detach())
         grads.append(xi.grad)
     assert torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4 * outs[0].abs().max())
-    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3 * grads[0].abs().max())
+    # the whole net's input gradient in L2, not elementwise: a 1e-7 rounding difference flips
+    # near-ties in later max pools, which moves those gradients to another pixel (both fp32 paths
+    # are 0.06-0.9 % from float64 that way, depending on the seed)
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 2e-2 and grads[0].abs().max() > 0
     from torch.profiler import profile
 
     xi = x[:1].contiguous(memory_format=CL).requires_grad_()

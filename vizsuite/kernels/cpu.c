@@ -242,6 +242,113 @@ static inline void window_sum(const float *buf, float *d, int C, int size, float
     }
 }
 
+/* a pixel's C channels as float32 and back (RNE), 16 at a time where AVX-512 is there */
+#ifdef VEC512
+#define ROW_VEC_LOAD(S) for (; c + 16 <= C; c += 16) _mm512_storeu_ps(o + c, VLD_##S(p + c));
+#define ROW_VEC_STORE(S) for (; c + 16 <= C; c += 16) VST_##S(p + c, _mm512_loadu_ps(v + c));
+#else
+#define ROW_VEC_LOAD(S)
+#define ROW_VEC_STORE(S)
+#endif
+#define ROW_IO(T, S)                                                                           \
+static inline void load_row_##S(const T *p, float *o, int C) {                                 \
+    int c = 0;                                                                                 \
+    ROW_VEC_LOAD(S)                                                                            \
+    for (; c < C; c++) o[c] = LD_##S(p, c);                                                    \
+}                                                                                              \
+static inline void store_row_##S(T *p, const float *v, int C) {                                \
+    int c = 0;                                                                                 \
+    ROW_VEC_STORE(S)                                                                           \
+    for (; c < C; c++) ST_##S(p, c, v[c]);                                                     \
+}
+ROW_IO(float, f32)
+ROW_IO(uint16_t, bf16)
+
+#ifdef VEC512
+/* channels c+j of 16 (cur) from registers: [cur, next] shifted by j; c-j from [prev, cur] */
+#define ALR(a, b, j) _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b), j))
+/* per lane: v summed over channels c - lo .. c + hi (lo, hi <= 8), all in registers (an
+ * unaligned reload of values just stored stalls on store forwarding)                        */
+static inline __m512 win16(__m512 prev, __m512 cur, __m512 next, int lo, int hi) {
+    __m512 s = cur;
+    if (hi >= 1) s = _mm512_add_ps(s, ALR(next, cur, 1));
+    if (hi >= 2) s = _mm512_add_ps(s, ALR(next, cur, 2));
+    if (hi >= 3) s = _mm512_add_ps(s, ALR(next, cur, 3));
+    if (hi >= 4) s = _mm512_add_ps(s, ALR(next, cur, 4));
+    if (hi >= 5) s = _mm512_add_ps(s, ALR(next, cur, 5));
+    if (hi >= 6) s = _mm512_add_ps(s, ALR(next, cur, 6));
+    if (hi >= 7) s = _mm512_add_ps(s, ALR(next, cur, 7));
+    if (hi >= 8) s = _mm512_add_ps(s, ALR(next, cur, 8));
+    if (lo >= 1) s = _mm512_add_ps(s, ALR(cur, prev, 15));
+    if (lo >= 2) s = _mm512_add_ps(s, ALR(cur, prev, 14));
+    if (lo >= 3) s = _mm512_add_ps(s, ALR(cur, prev, 13));
+    if (lo >= 4) s = _mm512_add_ps(s, ALR(cur, prev, 12));
+    if (lo >= 5) s = _mm512_add_ps(s, ALR(cur, prev, 11));
+    if (lo >= 6) s = _mm512_add_ps(s, ALR(cur, prev, 10));
+    if (lo >= 7) s = _mm512_add_ps(s, ALR(cur, prev, 9));
+    if (lo >= 8) s = _mm512_add_ps(s, ALR(cur, prev, 8));
+    return s;
+}
+static inline __m512 rsqrt16(__m512 v) {       /* rsqrt14 + one Newton step, as lrn_power */
+    __m512 y = _mm512_rsqrt14_ps(v);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), y),
+                         _mm512_fnmadd_ps(_mm512_mul_ps(v, y), y, _mm512_set1_ps(3.0f)));
+}
+/* the register path: beta 1/2 (InceptionV1's), whole 16-channel blocks, windows <= 17 */
+#define LRN_REG(C, lo, hi, beta) ((beta) == 0.5f && (C) % 16 == 0 && (lo) <= 8 && (hi) <= 8)
+#define LRN_FWD_VEC(T, S)                                                                        \
+        if (LRN_REG(C, lo, hi, beta)) {                                                        \
+            const T *px = x + p * C;                                                           \
+            const __m512 z = _mm512_setzero_ps(), vs = _mm512_set1_ps(scale), vk = _mm512_set1_ps(k); \
+            __m512 xc = VLD_##S(px), sp = z, sc = _mm512_mul_ps(xc, xc);                       \
+            for (int b = 0; b < C / 16; b++) {                                                 \
+                __m512 xn = b + 1 < C / 16 ? VLD_##S(px + 16 * (b + 1)) : z;                   \
+                __m512 sn = _mm512_mul_ps(xn, xn);                                             \
+                __m512 r = rsqrt16(_mm512_fmadd_ps(vs, win16(sp, sc, sn, lo, hi), vk));        \
+                VST_##S(y + p * C + 16 * b, _mm512_mul_ps(xc, r));                             \
+                sp = sc; sc = sn; xc = xn;                                                     \
+            }                                                                                  \
+            continue;                                                                          \
+        }
+#define LRN_BWD_VEC(T, S)                                                                        \
+        if (LRN_REG(C, lo, hi, beta)) {                                                        \
+            const T *px = x + p * C, *pg = g + p * C;                                          \
+            const __m512 z = _mm512_setzero_ps(), vs = _mm512_set1_ps(scale), vk = _mm512_set1_ps(k); \
+            float rr[C], tt[C];                                                                \
+            __m512 xc = VLD_##S(px), sp = z, sc = _mm512_mul_ps(xc, xc);                       \
+            for (int b = 0; b < C / 16; b++) {                                                 \
+                __m512 xn = b + 1 < C / 16 ? VLD_##S(px + 16 * (b + 1)) : z;                   \
+                __m512 sn = _mm512_mul_ps(xn, xn);                                             \
+                __m512 r = rsqrt16(_mm512_fmadd_ps(vs, win16(sp, sc, sn, lo, hi), vk));        \
+                __m512 gxr = _mm512_mul_ps(_mm512_mul_ps(VLD_##S(pg + 16 * b), xc), r);        \
+                _mm512_storeu_ps(rr + 16 * b, r);                                              \
+                _mm512_storeu_ps(tt + 16 * b, _mm512_mul_ps(gxr, _mm512_mul_ps(r, r)));        \
+                sp = sc; sc = sn; xc = xn;                                                     \
+            }                                                                                  \
+            /* m is in window(i) for i in m - hi .. m + lo: the window mirrored */             \
+            __m512 tp = z, tc = _mm512_loadu_ps(tt), vb = _mm512_set1_ps(two_b);               \
+            for (int b = 0; b < C / 16; b++) {                                                 \
+                __m512 tn = b + 1 < C / 16 ? _mm512_loadu_ps(tt + 16 * (b + 1)) : z;           \
+                __m512 u = win16(tp, tc, tn, hi, lo);                                          \
+                __m512 xv = VLD_##S(px + 16 * b);                                              \
+                __m512 v = _mm512_fnmadd_ps(_mm512_mul_ps(vb, xv), u,                          \
+                                            _mm512_mul_ps(VLD_##S(pg + 16 * b), _mm512_loadu_ps(rr + 16 * b))); \
+                if (relu) {                                                                    \
+                    __mmask16 pos = _mm512_cmp_ps_mask(xv, z, _CMP_GT_OQ);                     \
+                    v = _mm512_mask_mov_ps(_mm512_mul_ps(v, _mm512_set1_ps(leak)), pos, v);    \
+                }                                                                              \
+                VST_##S(gx + p * C + 16 * b, v);                                               \
+                tp = tc; tc = tn;                                                              \
+            }                                                                                  \
+            continue;                                                                          \
+        }
+#else
+#define LRN_FWD_VEC(T, S)
+#define LRN_BWD_VEC(T, S)
+#endif
+
+/* Each pixel: its channels converted once into float32 rows in L1, all arithmetic on those
+ * rows (plain loops the compiler vectorizes), one converted store.                          */
 #define LRN(T, S)                                                                              \
 void lrn_fwd_##S(const T *x, T *y, long P, int C, int size, float alpha, float beta, float k,  \
                  int nt) {                                                                     \
@@ -249,14 +356,16 @@ void lrn_fwd_##S(const T *x, T *y, long P, int C, int size, float alpha, float b
     const float scale = alpha / size;                                                          \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
     for (long p = 0; p < P; p++) {                                                             \
-        const T *px = x + p * C;                                                               \
-        float sq[C + lo + hi + 1], d[C], r[C];                                                 \
+        LRN_FWD_VEC(T, S)                                                                      \
+        float xf[C], sq[C + lo + hi + 1], d[C], r[C];                                          \
+        load_row_##S(x + p * C, xf, C);                                                        \
         for (int c = 0; c < lo; c++) sq[c] = 0.0f;                                             \
-        for (int c = 0; c < C; c++) { float v = LD_##S(px, c); sq[lo + c] = v * v; }           \
+        for (int c = 0; c < C; c++) sq[lo + c] = xf[c] * xf[c];                                \
         for (int c = 0; c <= hi; c++) sq[lo + C + c] = 0.0f;                                   \
         window_sum(sq, d, C, size, k, scale);          /* window of c: sq[c .. c+lo+hi] */     \
         lrn_power(d, r, C, beta);                                                              \
-        for (int c = 0; c < C; c++) ST_##S(y, p * C + c, LD_##S(px, c) * r[c]);                \
+        for (int c = 0; c < C; c++) d[c] = xf[c] * r[c];                                       \
+        store_row_##S(y + p * C, d, C);                                                        \
     }                                                                                          \
 }                                                                                              \
 /* gx_m = g_m r_m - 2 beta alpha/size x_m sum_{i: m in window(i)} g_i x_i r_i / d_i, r = d^-b \
@@ -268,27 +377,27 @@ void lrn_bwd_##S(const T *x, const T *g, T *gx, long P, int C, int size, float a
     const float scale = alpha / size, two_b = 2.0f * beta * scale;                             \
     _Pragma("omp parallel for num_threads(nt) schedule(static)")                               \
     for (long p = 0; p < P; p++) {                                                             \
-        const T *px = x + p * C, *pg = g + p * C;                                              \
-        float sq[C + lo + hi + 1], d[C], r[C], t[C + lo + hi + 1], u[C];                       \
+        LRN_BWD_VEC(T, S)                                                                      \
+        float xf[C], gf[C], sq[C + lo + hi + 1], d[C], r[C], t[C + lo + hi + 1], u[C];         \
+        load_row_##S(x + p * C, xf, C);                                                        \
+        load_row_##S(g + p * C, gf, C);                                                        \
         for (int c = 0; c < lo; c++) sq[c] = 0.0f;                                             \
-        for (int c = 0; c < C; c++) { float v = LD_##S(px, c); sq[lo + c] = v * v; }           \
+        for (int c = 0; c < C; c++) sq[lo + c] = xf[c] * xf[c];                                \
         for (int c = 0; c <= hi; c++) sq[lo + C + c] = 0.0f;                                   \
         window_sum(sq, d, C, size, k, scale);                                                  \
         lrn_power(d, r, C, beta);                                                              \
         /* m is in window(i) for i in m-hi .. m+lo: t[m .. m+lo+hi] with t shifted by hi */    \
         for (int c = 0; c < hi; c++) t[c] = 0.0f;                                              \
-        for (int c = 0; c < C; c++)                                                            \
-            t[hi + c] = LD_##S(pg, c) * LD_##S(px, c) * (beta == 0.5f ? r[c] * r[c] * r[c] : r[c] / d[c]);                           \
+        if (beta == 0.5f)                                                                      \
+            for (int c = 0; c < C; c++) t[hi + c] = gf[c] * xf[c] * (r[c] * r[c] * r[c]);      \
+        else                                                                                   \
+            for (int c = 0; c < C; c++) t[hi + c] = gf[c] * xf[c] * (r[c] / d[c]);             \
         for (int c = 0; c <= lo; c++) t[hi + C + c] = 0.0f;                                    \
         window_sum(t, u, C, size, 0.0f, 1.0f);                                                 \
+        for (int m = 0; m < C; m++) u[m] = gf[m] * r[m] - two_b * xf[m] * u[m];                \
         if (relu)     /* x is a ReLU's output: its rule's gradient in the same pass */         \
-            for (int m = 0; m < C; m++) {                                                      \
-                float v = LD_##S(pg, m) * r[m] - two_b * LD_##S(px, m) * u[m];                 \
-                ST_##S(gx, p * C + m, LD_##S(px, m) > 0.0f ? v : leak * v);                    \
-            }                                                                                  \
-        else                                                                                   \
-            for (int m = 0; m < C; m++)                                                        \
-                ST_##S(gx, p * C + m, LD_##S(pg, m) * r[m] - two_b * LD_##S(px, m) * u[m]);    \
+            for (int m = 0; m < C; m++) u[m] = xf[m] > 0.0f ? u[m] : leak * u[m];              \
+        store_row_##S(gx + p * C, u, C);                                                       \
     }                                                                                          \
 }
 
