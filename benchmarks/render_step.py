@@ -88,6 +88,9 @@ class Step:
                                    dtype=None if self.precision == "fp32" else DTYPES[self.precision],
                                    finish=(redirect_relus, default_relu_grad(model)))
         self.forward = _Forward(self.net, self.objective, self.precision).__enter__()
+        from vizsuite.optvis.prune import Unread
+
+        self.unread = Unread(self.net, self.objective).__enter__()     # armed after a step, as render
         self.times: dict[str, list[float]] = {}
 
     def _tick(self, name, t0):
@@ -109,6 +112,7 @@ class Step:
         loss.backward(inputs=self.params)
         t = self._tick("backward", t)
         self.opt.step()
+        self.unread.arm()
         self._tick("optimizer", t)
         if not record:
             self.times.clear()

@@ -355,10 +355,15 @@ def absorb_normalization(model: nn.Module) -> bool:
 def prepare_render_copy(net: nn.Module, rule: str = "redirect", keep=()) -> int:
     """Render's treatment of its private copy, in place: `redirect_relus(net, rule)`, strided
     convolutions over few channels as `UnshuffledConv2d` (which, first in the network, also
-    normalize its input: `absorb_normalization`), then `fuse_conv_relus(net, keep)`. Returns the
-    number of ReLUs replaced by the rule."""
+    normalize its input: `absorb_normalization`), then `fuse_conv_relus(net, keep)`, and the
+    branches of channel joins made skippable (`prune.mark_branches`: a render whose objective
+    reads some channels of a join skips the branches holding none). Returns the number of ReLUs
+    replaced by the rule."""
+    from .prune import mark_branches
+
     count = redirect_relus(net, rule)
     unshuffle_strided_convs(net)
     absorb_normalization(net)
     fuse_conv_relus(net, keep)
+    mark_branches(net, keep)
     return count

@@ -37,6 +37,7 @@ from ..zoo.spec import VisionModel
 from .objectives import Context, Objective, as_objective
 from .param import ImageParam, composite, random_background
 from .convs import prepare_render_copy
+from .prune import Unread
 from .relu import RELU_GRADS
 from .transforms import Transform, get_transforms
 
@@ -360,7 +361,7 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
         if net is model:  # not copyable: run the caller's model in eval mode, restored below
             was_training = model.training
             model.eval()
-        with keep_freed_memory(), _Forward(net, objective, precision) as forward:
+        with keep_freed_memory(), _Forward(net, objective, precision) as forward, Unread(net, objective) as unread:
             for step in range(1, steps + 1):
                 opt.zero_grad(set_to_none=True)
                 images = param()
@@ -380,6 +381,8 @@ def render(model: nn.Module, objective, *, param: Optional[ImageParam] = None, s
                     _non_finite(values, parts, objective, step)
                 loss.backward(inputs=params)
                 opt.step()
+                if step == 1:     # the full step told the branch widths: skip the unread ones
+                    unread.arm()
                 if step in marks:
                     result.values[step] = values.detach().cpu()
                     result.snapshots[step] = images.detach().cpu()
