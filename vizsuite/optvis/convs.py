@@ -21,6 +21,8 @@ from .. import kernels
 from ..zoo.inceptionv1 import PaddedConv2d, PaddedMaxPool2d
 from ..zoo.lrn import LocalResponseNorm
 from ..zoo.spec import VisionModel
+from .graphs import named_ids, trace_children
+from .prune import mark_branches
 from .relu import LEAK, RedirectedReLU, redirect_relus, replace_modules
 
 
@@ -225,23 +227,11 @@ def _fusable_relu(m: nn.Module) -> bool:
 def _pairs(module: nn.Module, skip: set):
     """(conv name, relu name) among `module`'s direct children where the traced forward feeds the
     conv's output to that ReLU and nowhere else; then the same inside each child."""
-    import torch.fx as fx
-
-    class _Tracer(fx.Tracer):
-        def is_leaf_module(self, m, qualname):
-            return True        # every child: its insides are traced on their own, below
-
     found = []
-    try:
-        graph = _Tracer().trace(module)
-    except Exception:          # data-dependent Python, unsupported ops: no fusion in this module
-        graph = None
-    if graph is not None:
+    traced = trace_children(module)
+    if traced is not None:
+        graph, calls = traced
         children = dict(module.named_children())
-        calls = {}
-        for node in graph.nodes:
-            if node.op == "call_module":
-                calls[node.target] = calls.get(node.target, 0) + 1
         for node in graph.nodes:
             if node.op != "call_module" or node.target not in children:
                 continue
@@ -282,14 +272,7 @@ def fuse_conv_relus(net: nn.Module, keep=()) -> int:
     to one max pool or LRN only (InceptionV1's conv2d0 -> maxpool0, conv2d2 -> LRN), that layer
     applies the ReLU rule's backward in its own backward pass (`input_relu`) and the fused conv
     skips its mask pass. Returns the number fused."""
-    from ..hooks import resolve
-
-    skip = set()
-    for name in keep:
-        try:
-            skip.add(id(resolve(net, name)))
-        except Exception:
-            continue
+    skip = named_ids(net, keep)
     modules = dict(net.named_modules())
     count = 0
     for conv_name, relu_name, taker in _pairs(net, skip):
@@ -312,17 +295,10 @@ def _set(root: nn.Module, dotted: str, module: nn.Module) -> None:
 def _first_layer(module: nn.Module) -> Optional[nn.Module]:
     """The module that alone reads `module`'s input, descending into containers (found by
     tracing each forward with torch.fx), or None."""
-    import torch.fx as fx
-
-    class _Tracer(fx.Tracer):
-        def is_leaf_module(self, m, qualname):
-            return True
-
-    try:
-        graph = _Tracer().trace(module)
-    except Exception:
+    traced = trace_children(module)
+    if traced is None:
         return None
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    inputs = [n for n in traced[0].nodes if n.op == "placeholder"]
     if len(inputs) != 1 or len(inputs[0].users) != 1:
         return None
     (user,) = inputs[0].users
@@ -359,8 +335,6 @@ def prepare_render_copy(net: nn.Module, rule: str = "redirect", keep=()) -> int:
     branches of channel joins made skippable (`prune.mark_branches`: a render whose objective
     reads some channels of a join skips the branches holding none). Returns the number of ReLUs
     replaced by the rule."""
-    from .prune import mark_branches
-
     count = redirect_relus(net, rule)
     unshuffle_strided_convs(net)
     absorb_normalization(net)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..hooks import resolve
 from ..zoo.inceptionv1 import Concat
+from .graphs import named_ids, trace_children
 from .objectives import Objective
 
 
@@ -88,30 +89,16 @@ def mark_branches(net: nn.Module, keep=()) -> int:
     modules and those named in `keep` excepted). Returns the number of joins."""
     import torch.fx as fx
 
-    protected = set()
-    for name in keep:
-        try:
-            protected.add(id(resolve(net, name)))
-        except Exception:
-            continue
-
-    class _Tracer(fx.Tracer):
-        def is_leaf_module(self, m, qualname):
-            return True
-
+    protected = named_ids(net, keep)
     joins = 0
     for parent in list(net.modules()):
         children = dict(parent.named_children())
         if not any(type(c) is Concat for c in children.values()):
             continue
-        try:
-            graph = _Tracer().trace(parent)
-        except Exception:
+        traced = trace_children(parent)
+        if traced is None:
             continue
-        calls: dict = {}
-        for node in graph.nodes:
-            if node.op == "call_module":
-                calls[node.target] = calls.get(node.target, 0) + 1
+        graph, calls = traced
         for node in graph.nodes:
             if (node.op != "call_module" or type(children.get(node.target)) is not Concat
                     or calls[node.target] != 1 or len(node.args) != 1 or not isinstance(node.args[0], (list, tuple))):
