@@ -2,10 +2,11 @@
 
 3x3 max pooling and local response normalization, forward and backward, on channels-last
 float32 / bfloat16 CPU tensors: one read and one write per tensor where PyTorch's kernels make
-3-8 passes (int64 indices and a zero fill for the pool; an elementwise chain for each LRN term).
-And the ReLU rules' backward read from the output, on channel slices too (1.1-1.8x torch's), and
-space to depth with padding for a strided stem, from any input layout; and bilinear
-grid_sample's input gradient (render's warp), one image per thread.
+3-8 passes (int64 indices and a zero fill for the pool; an elementwise chain for each LRN term);
+either can also apply the backward of the ReLU whose output it reads. And the ReLU rules'
+backward read from the output, on channel slices too (1.1-1.8x torch's); space to depth with a
+per-channel map (the input normalization), padding and a cast for a strided stem, from any input
+layout; and bilinear grid_sample's input gradient (render's warp), one image per thread.
 The C source (`cpu.c`) is compiled once per machine with the system C compiler into the user
 cache (`$VIZSUITE_CACHE` or `$XDG_CACHE_HOME/vizsuite`, else `~/.cache/vizsuite`) and loaded
 with ctypes; it builds in well under a second.
