@@ -31,8 +31,9 @@ from typing import Optional
 
 import torch
 
-__all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "relu_backward", "relu_rule_grad", "row_stride",
-           "grid_sample_backward", "space_to_depth", "space_to_depth_backward", "status", "usable"]
+__all__ = ["available", "lrn", "lrn_backward", "maxpool3x3", "maxpool3x3_backward", "relu_backward",
+           "relu_rule_backward", "relu_rule_grad", "row_stride", "grid_sample_backward", "space_to_depth",
+           "space_to_depth_backward", "status", "usable"]
 
 _SOURCE = Path(__file__).with_name("cpu.c")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
@@ -270,9 +271,17 @@ class _RuleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        if row_stride(grad) is not None and row_stride(x) is not None and grad.dtype == x.dtype:
-            return relu_backward(grad, x, ctx.leak), None
-        return torch.where(x > 0, grad, grad * ctx.leak), None
+        return relu_rule_backward(grad, x, ctx.leak), None
+
+
+def relu_rule_backward(grad: torch.Tensor, y: torch.Tensor, leak: float) -> torch.Tensor:
+    """`relu_backward` where the tensors qualify (`row_stride`, one dtype), else torch's
+    leaky_relu_backward / threshold_backward: the same values either way."""
+    if row_stride(grad) is not None and row_stride(y) is not None and grad.dtype == y.dtype:
+        return relu_backward(grad, y, leak)
+    if leak:
+        return torch.ops.aten.leaky_relu_backward(grad, y, leak, False)
+    return torch.ops.aten.threshold_backward(grad, y, 0)
 
 
 def relu_rule_grad(x: torch.Tensor, leak: float) -> torch.Tensor:

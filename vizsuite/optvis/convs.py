@@ -21,14 +21,9 @@ from .. import kernels
 from ..zoo.inceptionv1 import PaddedConv2d, PaddedMaxPool2d
 from ..zoo.lrn import LocalResponseNorm
 from ..zoo.spec import VisionModel
-from .graphs import named_ids, trace_children
+from .graphs import named_ids, trace_children, unhooked
 from .prune import mark_branches
 from .relu import LEAK, RedirectedReLU, redirect_relus, replace_modules
-
-
-def _unhooked(m: nn.Module) -> bool:
-    # a hooked module must keep computing what its hooks read
-    return not m._forward_hooks and not m._forward_pre_hooks
 
 
 class _SpaceToDepth(torch.autograd.Function):
@@ -63,8 +58,7 @@ class UnshuffledConv2d(nn.Module):
         s = conv.stride[0]
         kh, kw = conv.kernel_size
         ph, pw = conv.padding
-        left, right, top, bottom = getattr(conv, "pad", (0, 0, 0, 0)) if isinstance(conv, PaddedConv2d) \
-            else (0, 0, 0, 0)
+        left, right, top, bottom = conv.pad if isinstance(conv, PaddedConv2d) else (0, 0, 0, 0)
         self.pads = (left + pw, right + pw, top + ph, bottom + ph)
         self.kernel = (-(-kh // s) * s, -(-kw // s) * s)
         self.affine: Optional[tuple[torch.Tensor, torch.Tensor]] = None     # (scale, shift)
@@ -131,7 +125,7 @@ def unshuffle_strided_convs(net: nn.Module) -> int:
     """In place (call it on a copy): each Conv2d `UnshuffledConv2d.applies` to becomes one.
     Hooks on its name still read the same output. Returns how many."""
     return replace_modules(net, lambda child: UnshuffledConv2d(child)
-                           if UnshuffledConv2d.applies(child) and _unhooked(child) else None)
+                           if UnshuffledConv2d.applies(child) and unhooked(child) else None)
 
 
 # ---------------------------------------------------------------- conv + ReLU fusion
@@ -155,12 +149,8 @@ class _ConvReLUFunction(torch.autograd.Function):
         x, weight, y = ctx.saved_tensors
         if ctx.leak is None:      # the layer reading the output applied the rule already
             g = grad
-        elif kernels.row_stride(grad) is not None and kernels.row_stride(y) is not None and grad.dtype == y.dtype:
-            g = kernels.relu_backward(grad, y, ctx.leak)     # one pass, also over channel slices
-        elif ctx.leak:
-            g = torch.ops.aten.leaky_relu_backward(grad, y, ctx.leak, False)
-        else:
-            g = torch.ops.aten.threshold_backward(grad, y, 0)
+        else:                     # one kernel pass where it can, also over channel slices
+            g = kernels.relu_rule_backward(grad, y, ctx.leak)
         bias_sizes, stride, padding, dilation, groups = ctx.conv
         gx = torch.ops.aten.convolution_backward(g, x, weight, bias_sizes, stride, padding, dilation, False,
                                                  [0, 0], groups, [True, False, False])[0]
@@ -215,12 +205,12 @@ class Applied(nn.Module):
 def _fusable_conv(m: nn.Module) -> bool:
     return ((isinstance(m, UnshuffledConv2d) or (type(m) is nn.Conv2d and m.padding_mode == "zeros"
                                                  and not isinstance(m.padding, str)))
-            and _unhooked(m) and torch.backends.mkldnn.is_available())
+            and unhooked(m) and torch.backends.mkldnn.is_available())
 
 
 def _fusable_relu(m: nn.Module) -> bool:
     # rules whose gradient the output determines exactly: ReLU's "exact" and "leaky" at 0
-    return _unhooked(m) and (type(m) is nn.ReLU or (type(m) is RedirectedReLU and m.lo == 0 and m.hi is None
+    return unhooked(m) and (type(m) is nn.ReLU or (type(m) is RedirectedReLU and m.lo == 0 and m.hi is None
                                                     and m.rule == "leaky"))
 
 
@@ -258,7 +248,7 @@ def _rule_taker(relu_node, children: dict, calls: dict) -> Optional[str]:
     if len(users) != 1 or users[0].op != "call_module" or users[0].target not in children:
         return None
     m = children[users[0].target]
-    if (type(m) not in (PaddedMaxPool2d, LocalResponseNorm) or m.input_relu is not None or not _unhooked(m)
+    if (type(m) not in (PaddedMaxPool2d, LocalResponseNorm) or m.input_relu is not None or not unhooked(m)
             or calls.get(users[0].target) != 1 or users[0].args != (relu_node,) or users[0].kwargs):
         return None
     return users[0].target
@@ -319,7 +309,7 @@ def absorb_normalization(model: nn.Module) -> bool:
     if not isinstance(model, VisionModel) or model.raw_input:
         return False
     stem = _first_layer(model.net)
-    if not isinstance(stem, UnshuffledConv2d) or not _unhooked(stem) or stem.affine is not None:
+    if not isinstance(stem, UnshuffledConv2d) or not unhooked(stem) or stem.affine is not None:
         return False
     if stem.conv.in_channels != len(model.spec.mean):
         return False

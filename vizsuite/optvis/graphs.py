@@ -26,6 +26,11 @@ def trace_children(module: nn.Module):
     return graph, calls
 
 
+def unhooked(m: nn.Module) -> bool:
+    """No forward hooks or pre-hooks: a hooked module must keep computing what its hooks read."""
+    return not m._forward_hooks and not m._forward_pre_hooks
+
+
 def named_ids(net: nn.Module, names) -> set:
     """The ids of the modules at these layer names (unknown names skipped)."""
     from ..hooks import resolve

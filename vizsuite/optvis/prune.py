@@ -25,7 +25,7 @@ from torch import nn
 
 from ..hooks import resolve
 from ..zoo.inceptionv1 import Concat
-from .graphs import named_ids, trace_children
+from .graphs import named_ids, trace_children, unhooked
 from .objectives import Objective
 
 
@@ -109,7 +109,7 @@ def mark_branches(net: nn.Module, keep=()) -> int:
                 if isinstance(b, fx.Node):
                     for n in _exclusive(b, calls):
                         m = children.get(n.target)
-                        if m is None or m._forward_hooks or m._forward_pre_hooks or id(m) in protected:
+                        if m is None or not unhooked(m) or id(m) in protected:
                             continue
                         if not isinstance(m, Skippable):
                             m = Skippable(m)
